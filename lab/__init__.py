@@ -1,0 +1,3 @@
+"""Reproduction and forensics lab for fork/thread crashes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,152 @@
+"""``python -m lab``: a thin command line over the lab's core. Only ``main`` prints and exits."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from lab import scenarios
+from lab.errors import BadInput, Interrupted, LabError
+from lab.progress import Progress
+from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
+
+DEBUGGERS = ("auto", "gdb", "lldb", "none")
+INTERNAL_ERROR_STATUS = 70
+
+EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 13 hang,
+130/143 interrupted (SIGINT/SIGTERM). `lab run`: 0 when the observed verdict is the expected
+one, 1 when it is not. Errors of the lab itself: 2 bad input, 4 command not found,
+5 debugger missing, 6 ptrace refused, 7 target exited during attach, 8 debugger failed,
+9 a scenario's package is missing, 70 an internal error of the lab."""
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _out_base(args) -> Path:
+    return Path(args.out or os.environ.get("LAB_CRASH_DUMPS", "crash_dumps"))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise BadInput(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m lab", description="Reproduce, catch and explain fork/thread "
+                     "crashes.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a scenario and judge it against its expected verdict")
+    run.add_argument("scenario")
+    run.add_argument("--launcher", default="fork")
+    run.add_argument("--debugger", choices=DEBUGGERS, default="auto")
+    run.add_argument("--timeout", type=_positive, help="seconds before an unfinished run is a hang")
+    run.add_argument("--json", action="store_true", help="print the evidence document on stdout")
+    run.add_argument("--out", help="evidence base directory (default crash_dumps/)")
+    run.add_argument("--quiet", action="store_true", help="no progress lines")
+
+    watch = sub.add_parser("watch", help="run any command and judge every descendant")
+    watch.add_argument("--timeout", type=_positive, default=60.0)
+    watch.add_argument("--debugger", choices=DEBUGGERS, default="auto")
+    watch.add_argument("--json", action="store_true", help="print the evidence document on stdout")
+    watch.add_argument("--out", help="evidence base directory (default crash_dumps/)")
+    watch.add_argument("--quiet", action="store_true", help="no progress lines")
+    watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    lst = sub.add_parser("list", help="list the scenarios")
+    lst.add_argument("--json", action="store_true")
+    return parser
+
+
+def _install_signal_handlers() -> None:
+    def handler(signum, _frame):
+        # The first signal interrupts; more of them must not interrupt the cleanup it starts.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _cmd_list(args) -> int:
+    rows = []
+    for name in scenarios.names():
+        scenario = scenarios.get(name)
+        missing = scenario.missing()
+        rows.append({"name": name, "summary": scenario.summary, "expected": scenario.expected,
+                     "launchers": list(scenario.expected), "requires": list(scenario.requires),
+                     "runnable": not missing and sys.platform == "linux",
+                     "why_not": (f"missing: {', '.join(missing)}" if missing else
+                                 None if sys.platform == "linux" else "needs Linux")})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        launch = ", ".join(f"{k}: {v}" for k, v in row["expected"].items())
+        flag = "" if row["runnable"] else f"  [cannot run here: {row['why_not']}]"
+        print(f"{row['name']:<28} {launch}{flag}\n    {row['summary']}")
+    return 0
+
+
+def _cmd_watch(args) -> int:
+    from lab.watch.engine import Watch, WatchOptions
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise BadInput("no command given: python -m lab watch [OPTIONS] -- CMD [ARGS...]")
+    options = WatchOptions(argv=cmd, timeout=args.timeout, debugger=args.debugger,
+                           out_base=_out_base(args))
+    evidence = Watch(options, Progress(enabled=not args.quiet)).run()
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
+
+
+def _cmd_run(args) -> int:
+    from lab.runner import run_scenario
+
+    progress = Progress(enabled=not args.quiet)
+    evidence = run_scenario(args.scenario, args.launcher, debugger=args.debugger,
+                            timeout=args.timeout, out_base=_out_base(args), progress=progress)
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    if evidence.verdict == evidence.expected:
+        return 0
+    sys.stderr.write(f"lab: observed {evidence.verdict}, expected {evidence.expected} "
+                     f"(evidence: {evidence.evidence_dir})\n")
+    return RUN_MISMATCH_STATUS
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        _install_signal_handlers()
+        args = build_parser().parse_args(argv)
+        handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list}[args.command]
+        return handler(args)
+    except LabError as exc:
+        sys.stderr.write(f"lab: error: {exc.line()}\n")
+        return exc.exit_status
+    except KeyboardInterrupt:
+        sys.stderr.write("lab: error: interrupted by SIGINT\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug in the lab: one line, the traceback only on request
+        if os.environ.get("LAB_DEBUG"):
+            raise
+        sys.stderr.write(f"lab: internal error: {type(exc).__name__}: {exc} "
+                         "(set LAB_DEBUG=1 for the traceback)\n")
+        return INTERNAL_ERROR_STATUS

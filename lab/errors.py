@@ -1,0 +1,72 @@
+"""Errors the lab reports as one line and a distinct exit status; each carries its remedy.
+
+Only ``lab.cli.main`` prints them and exits: the rest of the lab raises.
+"""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """Base class: ``str(error)`` is the one line shown to the user."""
+
+    exit_status = 3
+    remedy = ""
+
+    def __init__(self, message: str, remedy: str | None = None):
+        super().__init__(message)
+        if remedy is not None:
+            self.remedy = remedy
+
+    def line(self) -> str:
+        text = str(self)
+        return f"{text} ({self.remedy})" if self.remedy else text
+
+
+class BadInput(LabError):
+    """Unknown scenario, launcher or debugger; a bad number; an unusable path."""
+
+    exit_status = 2
+
+
+class CommandNotFound(LabError):
+    exit_status = 4
+    remedy = "check the command name and PATH"
+
+
+class DebuggerMissing(LabError):
+    exit_status = 5
+
+
+class PtraceRefused(LabError):
+    exit_status = 6
+    remedy = (
+        "run as root, add `cap_add: [SYS_PTRACE]` to the container, "
+        "or allow it with `sysctl kernel.yama.ptrace_scope=0`"
+    )
+
+
+class TargetExited(LabError):
+    """The process to inspect was gone before (or while) the debugger attached."""
+
+    exit_status = 7
+
+
+class DebuggerFailed(LabError):
+    """The debugger crashed, answered with an error, or did not answer in time."""
+
+    exit_status = 8
+
+
+class OutputNotWritable(BadInput):
+    remedy = "pass --out with a directory you can write to"
+
+
+class Interrupted(LabError):
+    """SIGINT or SIGTERM reached the lab; ``exit_status`` is 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_status = 128 + signum

@@ -1,0 +1,237 @@
+"""The evidence document: dataclasses, one JSON schema, atomic writes.
+
+Field names of ``Evidence`` and its parts are a contract (schema ``lab-evidence/1``): other
+tools read them. Add fields freely; never rename or remove one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "lab-evidence/1"
+
+
+@dataclass
+class FutexCall:
+    uaddr: str
+    op: str  # decoded name, e.g. "FUTEX_WAIT_BITSET_PRIVATE"
+    val: int
+    timeout: str | None  # None when the timeout pointer is NULL (wait forever)
+    op_raw: int = 0
+    private: bool = True
+    is_wait: bool = False
+
+
+@dataclass
+class Syscall:
+    nr: int
+    name: str
+    args: list[str]
+    futex: FutexCall | None = None
+
+
+@dataclass
+class ThreadState:
+    tid: int
+    name: str
+    state: str  # one letter from /proc/PID/task/TID/stat: R S D T t Z ...
+    wchan: str
+    syscall: Syscall | None = None
+    voluntary_ctxt_switches: int | None = None
+    cpu_ticks: int | None = None
+
+
+@dataclass
+class ProcessRecord:
+    pid: int
+    ppid: int | None
+    argv: list[str]
+    verdict: str | None = None
+    exit_code: int | None = None
+    signal: str | None = None  # e.g. "SIGSEGV"; None when it exited normally or still runs
+    detail: str = ""
+    threads: list[ThreadState] = field(default_factory=list)
+    killed_by_lab: bool = False
+
+
+@dataclass
+class ThreadAtFork:
+    tid: int
+    name: str
+    library: str
+
+
+@dataclass
+class ParentInfo:
+    pid: int | None = None
+    threads_at_fork: list[ThreadAtFork] = field(default_factory=list)
+    forking_tid: int | None = None
+
+
+@dataclass
+class Frame:
+    index: int
+    pc: str | None = None
+    function: str | None = None
+    offset: int | None = None
+    library: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+
+@dataclass
+class PythonFrame:
+    file: str
+    line: int | None
+    function: str
+
+
+@dataclass
+class DebugThread:
+    tid: int | None
+    frames: list[Frame] = field(default_factory=list)
+    python_frames: list[PythonFrame] = field(default_factory=list)
+    name: str | None = None
+
+
+@dataclass
+class DebuggerInfo:
+    name: str
+    version: str | None = None
+    pid: int | None = None
+    stop_reason: str | None = None
+    signal: str | None = None
+    instruction: str | None = None
+    message: str | None = None
+    threads: list[DebugThread] = field(default_factory=list)
+    registers: dict[str, str] = field(default_factory=dict)
+    transcript: str | None = None  # file name of the raw transcript, inside evidence_dir
+    seconds: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class PlatformInfo:
+    system: str
+    machine: str
+    python: str
+    libc: str
+    packages: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Evidence:
+    run_id: str
+    command: list[str]
+    platform: PlatformInfo
+    schema: str = SCHEMA
+    scenario: str | None = None
+    launcher: str | None = None
+    expected: str | None = None
+    verdict: str | None = None
+    detect_s: float | None = None
+    parent: ParentInfo = field(default_factory=ParentInfo)
+    processes: list[ProcessRecord] = field(default_factory=list)
+    debugger: DebuggerInfo | None = None
+    evidence_dir: str | None = None
+    watch_mode: str | None = None  # "netlink" (cn_proc) or "polling" (weaker: see watch_note)
+    watch_note: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    complete: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    The data is fsync'ed before the rename, and the directory after it, so that the file
+    survives the lab being killed right after this returns.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def from_dict(data: dict[str, Any]) -> Evidence:
+    """Rebuild an ``Evidence`` from its JSON form (unknown keys are ignored)."""
+
+    def build(cls, value):
+        if value is None:
+            return None
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, item in value.items():
+            if key not in names:
+                continue
+            kwargs[key] = item
+        return cls(**kwargs)
+
+    evidence = build(Evidence, {**data, "platform": build(PlatformInfo, data["platform"])})
+    parent = data.get("parent") or {}
+    evidence.parent = ParentInfo(
+        pid=parent.get("pid"),
+        forking_tid=parent.get("forking_tid"),
+        threads_at_fork=[build(ThreadAtFork, t) for t in parent.get("threads_at_fork", [])],
+    )
+    evidence.processes = []
+    for proc in data.get("processes", []):
+        record = build(ProcessRecord, proc)
+        record.threads = [_thread_from_dict(t) for t in proc.get("threads", [])]
+        evidence.processes.append(record)
+    dbg = data.get("debugger")
+    if dbg:
+        info = build(DebuggerInfo, dbg)
+        info.threads = [
+            DebugThread(
+                tid=t.get("tid"),
+                name=t.get("name"),
+                frames=[build(Frame, f) for f in t.get("frames", [])],
+                python_frames=[build(PythonFrame, f) for f in t.get("python_frames", [])],
+            )
+            for t in dbg.get("threads", [])
+        ]
+        evidence.debugger = info
+    return evidence
+
+
+def _thread_from_dict(data: dict[str, Any]) -> ThreadState:
+    syscall = data.get("syscall")
+    if syscall:
+        futex = syscall.get("futex")
+        syscall = Syscall(
+            nr=syscall["nr"],
+            name=syscall["name"],
+            args=syscall["args"],
+            futex=FutexCall(**futex) if futex else None,
+        )
+    return ThreadState(**{**data, "syscall": syscall})

@@ -1,0 +1,72 @@
+"""Which threads a process has at the moment it forks, and which library started each one."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from lab.evidence import ThreadAtFork
+
+# comm prefix (Linux truncates thread names to 15 bytes) -> (what it is, loaded objects that
+# start it: the first one mapped into the process names the owner).
+KNOWN_THREADS = [
+    ("tokio-rt-worker", "Tokio runtime worker", ("chromadb_rust_bindings", "tokio")),
+    ("tokio-runtime-w", "Tokio runtime worker", ("chromadb_rust_bindings", "tokio")),
+    ("sqlx-sqlite-wor", "sqlx SQLite worker", ("chromadb_rust_bindings", "sqlx")),
+    ("grpc_global_tim", "gRPC timer thread", ("cygrpc", "grpc")),
+    ("pt_main_thread", "PyTorch main thread", ("libtorch",)),
+    ("pt_thread", "PyTorch thread", ("libtorch",)),
+    ("OMP", "OpenMP worker", ("libgomp", "libiomp", "libomp")),
+    ("onnxruntime", "ONNX Runtime thread pool", ("onnxruntime",)),
+    ("tokenizers", "Hugging Face tokenizers (Rayon)", ("tokenizers",)),
+    ("rayon", "Rayon thread pool", ("tokenizers", "polars")),
+    ("polars", "Polars thread pool", ("polars",)),
+    ("kuzu", "Kuzu worker", ("kuzu",)),
+]
+
+
+def _mapped_objects(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
+            return sorted({line.split()[-1] for line in handle if "/" in line})
+    except OSError:
+        return []
+
+
+def library_for(name: str, python_threads: dict[int, str], tid: int, mapped: list[str]) -> str:
+    """Name who started thread ``tid`` called ``name``."""
+    if tid in python_threads:
+        return f"Python threading ({python_threads[tid]})"
+    for prefix, what, owners in KNOWN_THREADS:
+        if name.startswith(prefix):
+            for owner in owners:
+                for path in mapped:
+                    if owner in os.path.basename(path):
+                        return f"{os.path.basename(path)} ({what})"
+            return what
+    return "native thread, not started by Python's threading (library unknown)"
+
+
+def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
+    """Return (forking tid, the other threads) of the calling process, right now.
+
+    Call it in the parent just before fork (an ``os.register_at_fork(before=...)`` hook): the
+    threads returned are exactly those the child will not have.
+    """
+    pid = pid or os.getpid()
+    me = threading.get_native_id()
+    python_threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+    mapped = _mapped_objects(pid)
+    result = []
+    for entry in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+        tid = int(entry)
+        if tid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8") as handle:
+                name = handle.read().strip()
+        except OSError:
+            continue  # exited while we listed
+        result.append(ThreadAtFork(tid=tid, name=name,
+                                   library=library_for(name, python_threads, tid, mapped)))
+    return me, result

@@ -1,0 +1,28 @@
+"""Launch strategies, one small module each behind one interface (as CPython's popen_*).
+
+Each module defines ``Popen(target, args)`` with ``.pid`` and ``.wait() -> int``, where the
+exit status is normalised once: negative means killed by that signal.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from lab.errors import BadInput
+
+# name -> module, imported lazily so a launcher's dependencies load only when used.
+LAUNCHERS = {
+    "fork": "lab.launchers.fork",
+}
+
+
+def names() -> list[str]:
+    return list(LAUNCHERS)
+
+
+def get(name: str):
+    """Return the launcher module for ``name``; raises BadInput for an unknown one."""
+    try:
+        return importlib.import_module(LAUNCHERS[name])
+    except KeyError:
+        raise BadInput(f"unknown launcher {name!r}; choose from: {', '.join(LAUNCHERS)}") from None

@@ -1,0 +1,1 @@
+"""Linux specifics: /proc, syscall decoding, the netlink process connector, prctl."""

@@ -1,0 +1,155 @@
+"""Read processes and threads from /proc: state, wchan, the syscall each thread sits in.
+
+Every reader tolerates the process vanishing between two reads: it raises ``Gone``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from lab.evidence import ThreadState
+from lab.linux import syscalls
+
+
+class Gone(Exception):
+    """The process or thread no longer exists (or was reaped while we read it)."""
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise Gone(path) from exc
+
+
+def _stat_fields(path: str) -> list[bytes]:
+    # comm may contain spaces and parentheses: split after the last ')'.
+    raw = _read(path)
+    head, _, tail = raw.rpartition(b")")
+    return [head.split(b"(", 1)[0].strip()] + [head.split(b"(", 1)[1]] + tail.split()
+
+
+@dataclass
+class ProcStat:
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    utime: int
+    stime: int
+    exit_code: int | None  # wait-status form; readable only while a zombie (Linux >= 3.5)
+
+
+def stat(pid: int, tid: int | None = None) -> ProcStat:
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    f = _stat_fields(path)
+    # f[0]=pid f[1]=comm f[2]=state f[3]=ppid ... f[13]=utime f[14]=stime ... f[51]=exit_code
+    exit_code = int(f[51]) if len(f) > 51 else None
+    return ProcStat(
+        pid=int(f[0]),
+        comm=f[1].decode(errors="replace"),
+        state=f[2].decode(),
+        ppid=int(f[3]),
+        utime=int(f[13]),
+        stime=int(f[14]),
+        exit_code=exit_code,
+    )
+
+
+def status(pid: int, tid: int | None = None) -> dict[str, str]:
+    path = f"/proc/{pid}/status" if tid is None else f"/proc/{pid}/task/{tid}/status"
+    result = {}
+    for line in _read(path).decode(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        result[key] = value.strip()
+    return result
+
+
+def tids(pid: int) -> list[int]:
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise Gone(pid) from exc
+
+
+def children(pid: int) -> set[int]:
+    """Direct children of ``pid`` from /proc/PID/task/*/children (CONFIG_PROC_CHILDREN)."""
+    result: set[int] = set()
+    for tid in tids(pid):
+        try:
+            result.update(int(c) for c in _read(f"/proc/{pid}/task/{tid}/children").split())
+        except Gone:
+            continue
+    return result
+
+
+def all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def cmdline(pid: int) -> list[str]:
+    raw = _read(f"/proc/{pid}/cmdline")
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def environ(pid: int) -> dict[str, str]:
+    result = {}
+    for part in _read(f"/proc/{pid}/environ").split(b"\0"):
+        key, sep, value = part.partition(b"=")
+        if sep:
+            result[key.decode(errors="replace")] = value.decode(errors="replace")
+    return result
+
+
+def comm(pid: int, tid: int | None = None) -> str:
+    path = f"/proc/{pid}/comm" if tid is None else f"/proc/{pid}/task/{tid}/comm"
+    return _read(path).decode(errors="replace").strip()
+
+
+def thread_state(pid: int, tid: int, arch: str | None = None) -> ThreadState:
+    """Snapshot one thread: name, state, wchan, decoded syscall, switches and CPU ticks."""
+    st = stat(pid, tid)
+    try:
+        wchan = _read(f"/proc/{pid}/task/{tid}/wchan").decode(errors="replace").strip()
+    except (Gone, PermissionError):
+        wchan = ""
+    try:
+        line = _read(f"/proc/{pid}/task/{tid}/syscall").decode().strip()
+    except PermissionError:
+        line = ""
+    switches = status(pid, tid).get("voluntary_ctxt_switches")
+    return ThreadState(
+        tid=tid,
+        name=st.comm,
+        state=st.state,
+        wchan=wchan if wchan != "0" else "",
+        syscall=syscalls.parse_proc_syscall(line, arch) if line else None,
+        voluntary_ctxt_switches=int(switches) if switches is not None else None,
+        cpu_ticks=st.utime + st.stime,
+    )
+
+
+def threads(pid: int, arch: str | None = None) -> list[ThreadState]:
+    """Snapshot every thread of ``pid`` (threads that exit while we read are skipped)."""
+    result = []
+    for tid in tids(pid):
+        try:
+            result.append(thread_state(pid, tid, arch))
+        except Gone:
+            continue
+    if not result:
+        raise Gone(pid)
+    return result
+
+
+def tracer_pid(pid: int) -> int:
+    return int(status(pid).get("TracerPid", "0"))
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        return stat(pid).state == "Z"
+    except Gone:
+        return True

@@ -1,0 +1,53 @@
+"""Verdicts for one process and for a whole run, their ranking and exit statuses."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Verdict(str, enum.Enum):
+    OK = "ok"
+    ERROR = "error"
+    HANG = "hang"
+    DEADLOCK = "deadlock"
+    CRASH = "crash"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Worst wins when a run is judged from its processes.
+_RANK = {
+    Verdict.OK: 0,
+    Verdict.ERROR: 1,
+    Verdict.HANG: 2,
+    Verdict.DEADLOCK: 3,
+    Verdict.CRASH: 4,
+    Verdict.INTERRUPTED: 5,
+}
+
+# `lab watch` exit statuses: 0 only for ok; one distinct status per other verdict.
+# 1-9 are left to errors of the lab itself (see lab.errors); 130/143 are the shell's
+# convention for SIGINT/SIGTERM.
+WATCH_EXIT_STATUS = {
+    Verdict.OK: 0,
+    Verdict.ERROR: 10,
+    Verdict.CRASH: 11,
+    Verdict.DEADLOCK: 12,
+    Verdict.HANG: 13,
+    Verdict.INTERRUPTED: 130,
+}
+
+# `lab run` exits 0 when observed == expected and with this status when they differ.
+RUN_MISMATCH_STATUS = 1
+
+
+def worst(verdicts) -> Verdict:
+    """Return the worst verdict of an iterable (ok when it is empty)."""
+    result = Verdict.OK
+    for verdict in verdicts:
+        verdict = Verdict(verdict)
+        if _RANK[verdict] > _RANK[result]:
+            result = verdict
+    return result

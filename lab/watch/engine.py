@@ -1,0 +1,556 @@
+"""Run a command, follow every descendant, judge each one, capture evidence, leave nothing behind.
+
+The lab becomes a child subreaper, starts the command in a new session, and learns about
+descendants from the kernel's process connector (fork/exit events with exit statuses, even for
+children their own parent reaps) or, where that is refused, by polling /proc. Every live
+descendant is sampled from /proc; a proven deadlock ends the run at once. Whatever happens —
+a verdict, a timeout, an exception in the lab, SIGINT/SIGTERM — the tree is stopped (SIGCONT,
+SIGTERM, SIGKILL) and reaped before ``run`` returns or raises.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import evidence as ev
+from lab import redact
+from lab.envinfo import platform_info
+from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, LabError
+from lab.linux import netlink, prctl, procfs
+from lab.progress import Progress
+from lab.verdicts import Verdict, worst
+from lab.watch import judge
+from lab.rundir import RunDir
+
+# Named waits. POLL_INTERVAL_S bounds how long the loop waits for an event before sampling
+# /proc again; it sets the resolution of the time-to-verdict.
+POLL_INTERVAL_S = 0.02
+TERM_GRACE_S = 1.0
+KILL_DEADLINE_S = 10.0
+OUTPUT_DRAIN_S = 2.0
+
+# Every tracked pid of every live watch, for the atexit backstop.
+_LIVE_PIDS: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for pid in list(_LIVE_PIDS):
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+
+
+@dataclass
+class WatchOptions:
+    argv: list[str]
+    timeout: float = 60.0
+    debugger: str = "auto"  # auto | gdb | lldb | none
+    out_base: Path = Path("crash_dumps")
+    run_id: str | None = None
+    scenario: str | None = None
+    launcher: str | None = None
+    expected: str | None = None
+    side_channel: bool = False  # give the command LAB_REPORT_FD for fork reports
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    echo_output: bool = True
+
+
+@dataclass
+class Tracked:
+    record: ev.ProcessRecord
+    forked_ns: int | None = None
+    watch: judge.DeadlockWatch = field(default_factory=judge.DeadlockWatch)
+    finished: bool = False
+    wait_status: int | None = None
+    finished_at: float | None = None
+
+
+class Watch:
+    """One watched run. ``run()`` returns the final Evidence or raises a LabError."""
+
+    def __init__(self, options: WatchOptions, progress: Progress | None = None):
+        self.options = options
+        self.progress = progress or Progress()
+        label = options.scenario or (Path(options.argv[0]).name if options.argv else "run")
+        self.rundir = RunDir.create(options.out_base, options.run_id, label)
+        self.evidence = ev.Evidence(
+            run_id=self.rundir.run_id,
+            command=redact.argv(list(options.argv)),
+            platform=platform_info(),
+            scenario=options.scenario,
+            launcher=options.launcher,
+            expected=options.expected,
+            evidence_dir=str(self.rundir.path),
+        )
+        self.tracked: dict[int, Tracked] = {}
+        self.connector: netlink.ProcessConnector | None = None
+        self.proc: subprocess.Popen | None = None
+        self.report_fd: int | None = None
+        self._report_buffer = b""
+        self.reports: list[dict] = []
+        self.launched_at: float | None = None
+        self.verdict_at: float | None = None
+        self.deadlocked_pid: int | None = None
+        self._output_thread: threading.Thread | None = None
+        self._pending_error: LabError | None = None
+
+    # -- public -----------------------------------------------------------------------------
+
+    def run(self) -> ev.Evidence:
+        try:
+            self._start()
+            outcome = self._follow()
+            self._judge(outcome)
+            self._capture()
+        except Interrupted as exc:
+            self.evidence.verdict = Verdict.INTERRUPTED.value
+            self.evidence.error = str(exc)
+            self._stop_tree()
+            self._finish()
+            raise
+        except BaseException as exc:
+            if not isinstance(exc, LabError):
+                self.evidence.error = f"lab error: {type(exc).__name__}: {exc}"
+            else:
+                self.evidence.error = exc.line()
+            self._stop_tree()
+            self._finish()
+            raise
+        self._stop_tree()
+        self._finish()
+        if self._pending_error is not None:
+            raise self._pending_error
+        return self.evidence
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        prctl.set_child_subreaper()
+        try:
+            self.connector = netlink.ProcessConnector()
+            self.evidence.watch_mode = "netlink"
+        except netlink.Unavailable as exc:
+            self.evidence.watch_mode = "polling"
+            self.evidence.watch_note = (
+                f"{exc}; fell back to polling /proc: a descendant that exits and is reaped by "
+                "its own parent between two polls is seen without its exit status"
+            )
+        env = dict(os.environ if self.options.env is None else self.options.env)
+        env["LAB_RUN_ID"] = self.rundir.run_id
+        self.evidence.environment = redact.environment(env)
+        pass_fds: tuple[int, ...] = ()
+        write_end = None
+        if self.options.side_channel:
+            self.report_fd, write_end = os.pipe()
+            os.set_blocking(self.report_fd, False)
+            env["LAB_REPORT_FD"] = str(write_end)
+            pass_fds = (write_end,)
+        self._write("launch")
+        self.progress.stage("launch", " ".join(self.evidence.command) +
+                            f"  [watch mode: {self.evidence.watch_mode}]")
+        self.launched_at = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(
+                self.options.argv, env=env, cwd=self.options.cwd, pass_fds=pass_fds,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise CommandNotFound(f"command not found: {self.options.argv[0]}") from exc
+        except PermissionError as exc:
+            raise BadInput(f"command is not executable: {self.options.argv[0]}") from exc
+        finally:
+            if write_end is not None:
+                os.close(write_end)
+        _LIVE_PIDS.add(self.proc.pid)
+        self._add(self.proc.pid, os.getpid())
+        self._output_thread = threading.Thread(target=self._tee_output, daemon=True)
+        self._output_thread.start()
+
+    def _follow(self) -> str:
+        """Follow the tree until it finishes, a deadlock is proven, or the timeout passes."""
+        deadline = self.launched_at + self.options.timeout
+        while True:
+            self._drain_events()
+            self._read_reports()
+            self._reap_tracked()
+            self._discover()
+            now = time.monotonic()
+            for pid, item in list(self.tracked.items()):
+                if item.finished:
+                    continue
+                if self._sample(pid, item, now):
+                    self.deadlocked_pid = pid
+                    self.verdict_at = now
+                    return "deadlock"
+            if all(item.finished for item in self.tracked.values()):
+                self.verdict_at = time.monotonic()
+                return "finished"
+            if now >= deadline:
+                self.verdict_at = now
+                return "timeout"
+            waitables = [fd for fd in (self.connector, self.report_fd) if fd is not None]
+            select.select(waitables, [], [], min(POLL_INTERVAL_S, max(0.0, deadline - now)))
+
+    def _judge(self, outcome: str) -> None:
+        lead = self.tracked.get(self.deadlocked_pid) if self.deadlocked_pid else None
+        now = time.monotonic()
+        for pid, item in self.tracked.items():
+            record = item.record
+            if item is not lead and not item.finished:
+                self._sample(pid, item, now)  # a fresh look at what it waits in right now
+            if item.finished:
+                continue
+            if item is lead:
+                record.verdict = Verdict.DEADLOCK.value
+                record.detail = judge.describe_deadlock(record.threads)
+            elif outcome == "timeout":
+                record.verdict = Verdict.HANG.value
+                record.detail = (f"not finished after --timeout {self.options.timeout:g} s; "
+                                 + judge.describe_unfinished(item.watch))
+            else:
+                record.verdict = Verdict.HANG.value
+                record.detail = (judge.describe_unfinished(item.watch) +
+                                 f"; stopped by the lab once PID {self.deadlocked_pid} "
+                                 "was proven deadlocked")
+        self.evidence.verdict = worst(
+            item.record.verdict for item in self.tracked.values() if item.record.verdict
+        ).value
+        self.evidence.detect_s = round(self.verdict_at - self.launched_at, 4)
+        self._timings()
+        self._write("verdict")
+        culprit = self._culprit()
+        where = f" (PID {culprit})" if culprit else ""
+        self.progress.stage("verdict", f"{self.evidence.verdict}{where} after "
+                            f"{self.evidence.detect_s:.3f} s")
+
+    def _capture(self) -> None:
+        target = self._debug_target()
+        name = self._debugger_name()
+        if target is None or name == "none":
+            return
+        self.progress.stage("debugger", f"attaching {name} to PID {target}")
+        started = time.monotonic()
+        try:
+            if name == "gdb":
+                from lab.debuggers import gdb
+
+                info = gdb.capture(target, self.rundir.path, progress=self.progress)
+            else:
+                raise DebuggerMissing(f"the {name} driver is not available in this version",
+                                      "use --debugger gdb or none")
+        except LabError as exc:
+            self.evidence.debugger = ev.DebuggerInfo(name=name, pid=target, error=exc.line())
+            if (self.rundir.path / f"{name}.txt").exists():
+                self.evidence.debugger.transcript = f"{name}.txt"
+            self._pending_error = exc
+            self.progress.stage("debugger", f"failed: {exc.line()}")
+            return
+        self.evidence.debugger = info
+        self.evidence.timings["debugger_s"] = round(time.monotonic() - started, 4)
+        if self.evidence.timings.get("fork_to_verdict_s") is not None:
+            self.evidence.timings["fork_to_evidence_s"] = round(
+                self.evidence.timings["fork_to_verdict_s"] + self.evidence.timings["debugger_s"], 4)
+        self._write("debugger")
+        self.progress.stage("debugger", f"{len(info.threads)} thread(s), "
+                            f"{sum(len(t.frames) for t in info.threads)} native frames, "
+                            f"{sum(len(t.python_frames) for t in info.threads)} Python frames "
+                            f"in {self.evidence.timings['debugger_s']:.2f} s")
+
+    def _finish(self) -> None:
+        self._join_output()
+        self.evidence.stages = list(self.progress.stages)
+        self.evidence.complete = True
+        self._write("final")
+        self.rundir.write_summary(self.evidence)
+        self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
+
+    # -- tracking ---------------------------------------------------------------------------
+
+    def _add(self, pid: int, ppid: int | None, forked_ns: int | None = None) -> Tracked:
+        item = self.tracked.get(pid)
+        if item is None:
+            try:
+                argv = procfs.cmdline(pid)
+            except (procfs.Gone, PermissionError):
+                argv = []
+            item = Tracked(record=ev.ProcessRecord(pid=pid, ppid=ppid, argv=redact.argv(argv)),
+                           forked_ns=forked_ns)
+            self.tracked[pid] = item
+            _LIVE_PIDS.add(pid)
+        return item
+
+    def _drain_events(self) -> None:
+        if self.connector is None:
+            return
+        for event in self.connector.read_events():
+            if event.is_thread:
+                continue
+            if isinstance(event, netlink.ForkEvent):
+                if event.parent_tgid in self.tracked:
+                    self._add(event.child_tgid, event.parent_tgid, event.timestamp_ns)
+            elif event.tgid in self.tracked:
+                self._finished(event.tgid, event.wait_status, event.timestamp_ns / 1e9)
+
+    def _reap_tracked(self) -> None:
+        for pid in list(self.tracked):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue  # not our child (its own parent reaps it) or already reaped
+            if done:
+                if self.proc is not None and pid == self.proc.pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self._finished(pid, status, time.monotonic())
+
+    def _discover(self) -> None:
+        parents = [pid for pid, item in self.tracked.items() if not item.finished]
+        parents.append(os.getpid())  # orphans re-parented to us, the subreaper
+        for parent in parents:
+            try:
+                kids = procfs.children(parent)
+            except procfs.Gone:
+                continue
+            for kid in kids:
+                if kid not in self.tracked:
+                    self._add(kid, parent)
+
+    def _sample(self, pid: int, item: Tracked, now: float) -> bool:
+        """Sample one live process; return True once it is proven deadlocked."""
+        try:
+            st = procfs.stat(pid)
+            if st.state == "Z":
+                if item.wait_status is None and st.exit_code is not None:
+                    self._finished(pid, st.exit_code, now)
+                return False
+            threads = procfs.threads(pid)
+            item.record.argv = redact.argv(procfs.cmdline(pid)) or item.record.argv
+        except procfs.Gone:
+            if self.connector is None and not item.finished:
+                # Polling mode: it exited and was reaped by its own parent between polls.
+                self._finished(pid, None, now)
+            return False
+        item.record.threads = threads
+        return item.watch.feed(now, threads)
+
+    def _finished(self, pid: int, wait_status: int | None, when: float) -> None:
+        item = self.tracked[pid]
+        if item.finished:
+            return
+        item.finished = True
+        item.wait_status = wait_status
+        item.finished_at = when
+        record = item.record
+        if wait_status is None:
+            record.verdict = None
+            record.detail = ("exited; its exit status was not observed (reaped by its own parent "
+                             "between two polls: the process connector was not available)")
+            return
+        if os.WIFSIGNALED(wait_status):
+            number = os.WTERMSIG(wait_status)
+            record.signal = judge.signal_name(number)
+            record.exit_code = -number
+            if record.killed_by_lab:
+                return
+            record.verdict = Verdict.CRASH.value
+            core = " (core dumped)" if os.WCOREDUMP(wait_status) else ""
+            record.detail = f"killed by {record.signal}{core}, a signal the lab did not send"
+        elif os.WIFEXITED(wait_status):
+            record.exit_code = os.WEXITSTATUS(wait_status)
+            if record.killed_by_lab:
+                return
+            record.verdict = Verdict.OK.value if record.exit_code == 0 else Verdict.ERROR.value
+            record.detail = f"exited with status {record.exit_code}"
+
+    # -- side channel and output ------------------------------------------------------------
+
+    def _read_reports(self) -> None:
+        if self.report_fd is None:
+            return
+        while True:
+            try:
+                chunk = os.read(self.report_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                os.close(self.report_fd)
+                self.report_fd = None
+                break
+            self._report_buffer += chunk
+        *lines, self._report_buffer = self._report_buffer.split(b"\n")
+        for line in lines:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            self.reports.append(report)
+            if report.get("event") == "fork" and self.evidence.parent.pid is None:
+                self.evidence.parent = ev.ParentInfo(
+                    pid=report["pid"],
+                    forking_tid=report.get("tid"),
+                    threads_at_fork=[ev.ThreadAtFork(**t) for t in report["threads"]],
+                )
+                vanished = [t.name for t in self.evidence.parent.threads_at_fork]
+                self.progress.stage("fork", f"PID {report['pid']} forked; threads the child "
+                                    f"does not inherit: {', '.join(vanished) or 'none'}")
+
+    def _tee_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.rundir.path / "output.txt", "w", encoding="utf-8") as log:
+            for raw in iter(self.proc.stdout.readline, b""):
+                line = redact.text(raw.decode(errors="replace"))
+                log.write(line)
+                log.flush()
+                if self.options.echo_output:
+                    sys.stderr.write(f"  | {line}" if line.endswith("\n") else f"  | {line}\n")
+                    sys.stderr.flush()
+
+    def _join_output(self) -> None:
+        if self._output_thread is not None:
+            self._output_thread.join(OUTPUT_DRAIN_S)
+        if self.proc is not None and self.proc.stdout is not None and not (
+                self._output_thread and self._output_thread.is_alive()):
+            self.proc.stdout.close()
+        if self.report_fd is not None:
+            self._read_reports()
+            if self.report_fd is not None:
+                os.close(self.report_fd)
+                self.report_fd = None
+
+    # -- ending the run ---------------------------------------------------------------------
+
+    def _stop_tree(self) -> None:
+        """SIGCONT then SIGTERM every live descendant, SIGKILL after a grace, reap them all."""
+        if self.proc is None:
+            if self.connector:
+                self.connector.close()
+                self.connector = None
+            return
+        self._discover()
+        live = self._live_pids()
+        if live:
+            self.progress.stage("cleanup", f"stopping {len(live)} process(es): "
+                                f"{', '.join(map(str, sorted(live)))}")
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            self._signal_all(live, sig)
+        self._signal_group(signal.SIGCONT)
+        self._wait_gone(TERM_GRACE_S)
+        live = self._live_pids()
+        self._signal_all(live, signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
+        self._wait_gone(KILL_DEADLINE_S)
+        self._reap_everything()
+        if self.connector:
+            self._drain_events()
+            self.connector.close()
+            self.connector = None
+        for pid in self.tracked:
+            _LIVE_PIDS.discard(pid)
+
+    def _live_pids(self) -> list[int]:
+        self._discover()
+        return [pid for pid, item in self.tracked.items()
+                if not item.finished and not procfs.is_zombie(pid)]
+
+    def _signal_all(self, pids, sig) -> None:
+        for pid in pids:
+            self.tracked[pid].record.killed_by_lab = True
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _signal_group(self, sig) -> None:
+        # Catch a process forked after the last scan: the session leader's group.
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _wait_gone(self, limit: float) -> None:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            self._drain_events()
+            self._reap_tracked()
+            if not self._live_pids():
+                return
+            waitables = [self.connector] if self.connector else []
+            select.select(waitables, [], [], POLL_INTERVAL_S)
+
+    def _reap_everything(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.tracked:
+                if self.proc is not None and pid == self.proc.pid:
+                    self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self._finished(pid, status, time.monotonic())
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _culprit(self) -> int | None:
+        if self.deadlocked_pid:
+            return self.deadlocked_pid
+        for pid, item in self.tracked.items():
+            if item.record.verdict == self.evidence.verdict:
+                return pid
+        return None
+
+    def _debug_target(self) -> int | None:
+        if self.deadlocked_pid:
+            return self.deadlocked_pid
+        hung = [pid for pid, item in self.tracked.items() if item.record.verdict == "hang"
+                and not item.finished]
+        parents = {self.tracked[pid].record.ppid for pid in hung}
+        leaves = [pid for pid in hung if pid not in parents]
+        return (leaves or hung or [None])[0]
+
+    def _debugger_name(self) -> str:
+        import shutil
+
+        choice = self.options.debugger
+        if choice != "auto":
+            return choice
+        for name in ("gdb", "lldb"):
+            if shutil.which(name):
+                return "gdb" if name == "gdb" else "none"
+        self.progress.stage("debugger", "none found (auto): the verdict stands on /proc alone")
+        return "none"
+
+    def _timings(self) -> None:
+        timings = self.evidence.timings
+        timings["launch_to_verdict_s"] = self.evidence.detect_s
+        lead = self.tracked.get(self._culprit() or -1)
+        fork_s = None
+        if lead is not None and lead.forked_ns is not None:
+            fork_s = lead.forked_ns / 1e9
+        elif self.reports:
+            fork_s = self.reports[0].get("t_ns", 0) / 1e9 or None
+        if fork_s is not None:
+            timings["fork_to_verdict_s"] = round(self.verdict_at - fork_s, 4)
+        if lead is not None and lead.watch.first_blocked_at is not None:
+            timings["blocked_to_verdict_s"] = round(self.verdict_at - lead.watch.first_blocked_at, 4)
+            if fork_s is not None:
+                timings["fork_to_blocked_s"] = round(lead.watch.first_blocked_at - fork_s, 4)
+
+    def _write(self, _stage: str) -> None:
+        self.evidence.processes = [item.record for item in self.tracked.values()]
+        self.rundir.write_evidence(self.evidence)

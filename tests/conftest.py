@@ -1,0 +1,153 @@
+"""Shared fixtures: a reaper that owns every process a test starts, and proves none is left.
+
+Every process started during the session inherits ``LAB_TEST_SESSION=<uuid>`` in its
+environment. After each test the reaper scans ``/proc`` for that marker: whatever it finds was
+left behind (running, zombie-adopted or ptrace-stopped). It is killed, and the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+DATA = Path(__file__).resolve().parent / "data"
+MARKER = "LAB_TEST_SESSION"
+SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+
+# Timeouts with a meaning: SHORT fails a slow step; LONG only catches a hang.
+SHORT_TIMEOUT = 30.0
+LONG_TIMEOUT = 180.0
+
+
+def marked_processes() -> list[tuple[int, str, str]]:
+    """Return (pid, state, cmdline) of every process but this one that carries our marker."""
+    needle = f"{MARKER}={SESSION}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if needle not in handle.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                state = handle.read().rsplit(b")", 1)[1].split()[0].decode()
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if state == "Z":
+            continue  # a zombie holds no resources; its parent (or we) reaps it
+        found.append((int(entry), state, cmdline))
+    return found
+
+
+def kill_pids(pids, deadline_s: float = 5.0) -> None:
+    """SIGCONT (so stopped ones can die), SIGTERM, then SIGKILL; reap our own children."""
+    pids = list(pids)
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and any(_alive(pid) for pid in pids):
+        _reap_children()
+        time.sleep(0.02)  # polling a state with a deadline, not synchronisation
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and any(_alive(pid) for pid in pids):
+        _reap_children()
+        time.sleep(0.02)
+    _reap_children()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Reaper:
+    """Starts processes for a test and guarantees they are gone when it ends."""
+
+    def __init__(self):
+        self.procs: list[subprocess.Popen] = []
+
+    def popen(self, args, **kwargs) -> subprocess.Popen:
+        proc = subprocess.Popen(args, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def run(self, args, timeout: float = LONG_TIMEOUT, **kwargs) -> subprocess.CompletedProcess:
+        """Run to completion with a deadline; on a timeout the process is killed and reaped."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        kwargs.setdefault("text", True)
+        proc = self.popen(args, **kwargs)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_pids([proc.pid])
+            out, err = proc.communicate()
+            pytest.fail(f"{args!r} did not finish within {timeout} s\n{err}")
+        return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+    def lab(self, *args: str, timeout: float = LONG_TIMEOUT, **kwargs):
+        """Run ``python -m lab ARGS`` from the repository root."""
+        return self.run([sys.executable, "-m", "lab", *args], timeout=timeout, cwd=REPO, **kwargs)
+
+    def cleanup(self) -> None:
+        kill_pids([p.pid for p in self.procs if p.poll() is None])
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=SHORT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def reaper():
+    """Yield a Reaper; afterwards kill what it started and fail if anything is left behind."""
+    owner = Reaper()
+    try:
+        yield owner
+    finally:
+        owner.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request):
+    """After every test: no process carrying this session's marker may remain."""
+    yield
+    left = marked_processes()
+    if left:
+        kill_pids([pid for pid, _, _ in left])
+        listing = "\n".join(f"  {pid} [{state}] {cmd}" for pid, state, cmd in left)
+        pytest.fail(f"processes left behind by {request.node.nodeid}:\n{listing}")
