@@ -131,12 +131,15 @@ def _cmd_run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = None
     try:
         _install_signal_handlers()
         args = build_parser().parse_args(argv)
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list}[args.command]
         return handler(args)
     except LabError as exc:
+        if exc.evidence is not None and getattr(args, "json", False):
+            sys.stdout.write(exc.evidence.to_json())  # --json always gets the document
         sys.stderr.write(f"lab: error: {exc.line()}\n")
         return exc.exit_status
     except KeyboardInterrupt:

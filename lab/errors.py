@@ -11,6 +11,7 @@ class LabError(Exception):
 
     exit_status = 3
     remedy = ""
+    evidence = None  # the evidence collected before the error, when a run had started
 
     def __init__(self, message: str, remedy: str | None = None):
         super().__init__(message)

@@ -163,6 +163,9 @@ def write_atomic(path: Path, text: str) -> None:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; evidence is read by other users too
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

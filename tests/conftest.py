@@ -76,6 +76,25 @@ def kill_pids(pids, deadline_s: float = 5.0) -> None:
     _reap_children()
 
 
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before their children (scans /proc/*/stat)."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as handle:
+                    parent_of[int(entry)] = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop(0)
+        kids = sorted(p for p, pp in parent_of.items() if pp == parent)
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
@@ -124,7 +143,12 @@ class Reaper:
         return self.run([sys.executable, "-m", "lab", *args], timeout=timeout, cwd=REPO, **kwargs)
 
     def cleanup(self) -> None:
-        kill_pids([p.pid for p in self.procs if p.poll() is None])
+        """Kill every started process and all its descendants, deepest first."""
+        tree: list[int] = []
+        for proc in self.procs:
+            if proc.poll() is None:
+                tree.extend(reversed([proc.pid, *descendants(proc.pid)]))
+        kill_pids(tree)
         for proc in self.procs:
             try:
                 proc.wait(timeout=SHORT_TIMEOUT)
@@ -151,3 +175,23 @@ def nothing_left_behind(request):
         kill_pids([pid for pid, _, _ in left])
         listing = "\n".join(f"  {pid} [{state}] {cmd}" for pid, state, cmd in left)
         pytest.fail(f"processes left behind by {request.node.nodeid}:\n{listing}")
+
+
+_MEASUREMENTS: list[tuple[str, float]] = []
+
+
+@pytest.fixture
+def measure():
+    """Record a figure measured by a test; all of them are printed at the end of the run."""
+
+    def record(what: str, seconds: float) -> None:
+        _MEASUREMENTS.append((what, seconds))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _MEASUREMENTS:
+        terminalreporter.section("measured on this machine")
+        for what, seconds in _MEASUREMENTS:
+            terminalreporter.write_line(f"{what}: {seconds:.3f} s")

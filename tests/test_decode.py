@@ -93,3 +93,20 @@ def test_cn_proc_fork_and_exit_messages():
     # THEN the exit code is a wait status: 139 = SIGSEGV (11) with a core dump flag (0x80)
     assert exit_.tgid == 11 and exit_.wait_status == 139
     assert exit_.timestamp_ns == 123456789
+
+
+def test_children_scan_fallback_agrees_with_the_children_file(reaper):
+    # GIVEN a process with two children
+    import sys
+
+    from lab.linux import procfs
+
+    code = "import os,sys\nfor _ in range(2):\n    if os.fork() == 0:\n        sys.stdin.read(); os._exit(0)\nprint('ready', flush=True)\nsys.stdin.read()"
+    import subprocess
+
+    proc = reaper.popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    # WHEN both ways of listing children are asked
+    # THEN they agree (the scan is what runs without CONFIG_PROC_CHILDREN)
+    assert procfs._children_by_scan(proc.pid) == procfs.children(proc.pid)
+    assert len(procfs.children(proc.pid)) == 2

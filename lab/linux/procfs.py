@@ -74,12 +74,29 @@ def tids(pid: int) -> list[int]:
         raise Gone(pid) from exc
 
 
+# /proc/PID/task/TID/children needs CONFIG_PROC_CHILDREN; without it, scan every /proc/PID/stat.
+HAS_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
 def children(pid: int) -> set[int]:
-    """Direct children of ``pid`` from /proc/PID/task/*/children (CONFIG_PROC_CHILDREN)."""
+    """Direct children of ``pid``."""
+    if not HAS_CHILDREN_FILE:
+        return _children_by_scan(pid)
     result: set[int] = set()
     for tid in tids(pid):
         try:
             result.update(int(c) for c in _read(f"/proc/{pid}/task/{tid}/children").split())
+        except Gone:
+            continue
+    return result
+
+
+def _children_by_scan(pid: int) -> set[int]:
+    result = set()
+    for other in all_pids():
+        try:
+            if stat(other).ppid == pid:
+                result.add(other)
         except Gone:
             continue
     return result

@@ -121,18 +121,21 @@ class Watch:
             self.evidence.error = str(exc)
             self._stop_tree()
             self._finish()
+            exc.evidence = self.evidence
             raise
         except BaseException as exc:
             if not isinstance(exc, LabError):
                 self.evidence.error = f"lab error: {type(exc).__name__}: {exc}"
             else:
                 self.evidence.error = exc.line()
+                exc.evidence = self.evidence
             self._stop_tree()
             self._finish()
             raise
         self._stop_tree()
         self._finish()
         if self._pending_error is not None:
+            self._pending_error.evidence = self.evidence
             raise self._pending_error
         return self.evidence
 
@@ -249,7 +252,8 @@ class Watch:
             if name == "gdb":
                 from lab.debuggers import gdb
 
-                info = gdb.capture(target, self.rundir.path, progress=self.progress)
+                info = gdb.capture(target, self.rundir.path,
+                                   progress=lambda text: self.progress.stage("debugger", text))
             else:
                 raise DebuggerMissing(f"the {name} driver is not available in this version",
                                       "use --debugger gdb or none")

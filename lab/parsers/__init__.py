@@ -1,0 +1,1 @@
+"""Pure parsers: recorded debugger output in, evidence dataclasses out."""

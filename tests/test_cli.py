@@ -1,0 +1,75 @@
+"""Bad input gets one line on stderr and a distinct non-zero exit, never a traceback."""
+
+import json
+import os
+import sys
+
+import pytest
+
+
+def assert_one_line_error(result, status, *words):
+    assert result.returncode == status, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("lab: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_unknown_scenario(reaper):
+    assert_one_line_error(reaper.lab("run", "no-such-scenario"), 2, "unknown scenario",
+                          "chromadb-tokio")
+
+
+def test_unknown_launcher(reaper):
+    assert_one_line_error(reaper.lab("run", "chromadb-tokio", "--launcher", "teleport"), 2,
+                          "unknown launcher")
+
+
+def test_unknown_debugger(reaper):
+    assert_one_line_error(reaper.lab("watch", "--debugger", "windbg", "--", "true"), 2, "windbg")
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_bad_timeout(reaper, value):
+    assert_one_line_error(reaper.lab("watch", "--timeout", value, "--", "true"), 2, "timeout")
+
+
+def test_command_not_found_keeps_evidence(reaper, tmp_path):
+    result = reaper.lab("watch", "--out", str(tmp_path), "--", "no-such-command-xyz")
+    assert_one_line_error(result, 4, "command not found", "no-such-command-xyz")
+    [evidence_file] = tmp_path.glob("*/evidence.json")
+    evidence = json.loads(evidence_file.read_text())
+    assert evidence["error"].startswith("command not found")
+
+
+def test_no_command(reaper):
+    assert_one_line_error(reaper.lab("watch", "--"), 2, "no command")
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not os.path.exists("/usr/bin/setpriv"),
+                    reason="needs a directory root cannot write to")
+def test_unwritable_out_dir(reaper, tmp_path):
+    target = "/proc/lab-cannot-write-here"
+    assert_one_line_error(reaper.lab("watch", "--out", target, "--", "true"), 2, "cannot write")
+
+
+def test_list_json_names_the_scenario_and_its_expectation(reaper):
+    result = reaper.lab("list", "--json")
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["chromadb-tokio"]["expected"] == {"fork": "deadlock"}
+    assert rows["chromadb-tokio"]["runnable"] is (sys.platform == "linux")
+
+
+def test_secrets_in_the_environment_and_argv_are_redacted(reaper, tmp_path):
+    env = {**os.environ, "OPENAI_API_KEY": "sk-planted0123456789abcdef",
+           "DATABASE_URL": "postgres://user:hunter2@db/x"}
+    result = reaper.lab("watch", "--json", "--quiet", "--out", str(tmp_path), "--",
+                        sys.executable, "-c", "print('hello')", "--token=abc123secret", env=env)
+    assert result.returncode == 0, result.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            text = path.read_text()
+            for secret in ("sk-planted0123456789abcdef", "hunter2", "abc123secret"):
+                assert secret not in text, f"{secret} leaked into {path.name}"
+    assert "sk-planted" not in result.stdout
