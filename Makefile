@@ -1,39 +1,177 @@
-# The lab's entry points. Every target runs natively on Linux and creates .venv/ on first use.
-# `make help` lists them.
+# The lab's entry points. `make help` lists them.
+#
+# Every target runs natively on Linux and creates .venv/ on first use (then reuses it). On a host
+# that is not Linux, or with DOCKER=1, a demo runs in Docker instead: `docker compose run --rm
+# SERVICE`, whose command line is the same `python -m lab ...` (see compose.yml); targets without
+# a service of their own run `make TARGET` inside the `shell` service. Where neither is possible
+# the target says so in one line and fails.
 
 PYTHON ?= python3
-VENV := .venv
+VENV := $(or $(LAB_VENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+EXTRAS := test,lint,celery
 SUDO_HINT := run as root so make can apt-get it, or install it yourself: sudo apt-get install
 
-.DEFAULT_GOAL := help
-.PHONY: help venv demo-gdb test clean gdb
+# Where the evidence goes natively (the lab reads LAB_CRASH_DUMPS). Docker bind-mounts ./crash_dumps.
+CRASH_DUMPS ?= $(or $(LAB_CRASH_DUMPS),crash_dumps)
+export LAB_CRASH_DUMPS := $(CRASH_DUMPS)
+# `make report` reads this run (default: the newest one; run ids start with the time).
+RUN ?= $(patsubst %/,%,$(lastword $(sort $(wildcard $(CRASH_DUMPS)/*/))))
+# `make bench QUICK=1` runs the short benchmark.
+QUICK ?=
 
-help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+HOST_OS := $(shell uname -s 2>/dev/null || echo unknown)
+ifeq ($(HOST_OS),Linux)
+DOCKER ?= 0
+else
+DOCKER ?= 1
+endif
+COMPOSE ?= docker compose
+ifeq ($(HOST_OS),Linux)
+NO_DOCKER_HINT := run natively on Linux instead (without DOCKER=1)
+else
+NO_DOCKER_HINT := the lab runs natively only on Linux, so on $(HOST_OS) it needs Docker
+endif
+
+# The command line of each target, after the interpreter; compose.yml runs the same one
+# (`make -s cmd-demo-gdb` prints it; tests/test_docker_files.py compares the two).
+CMD_demo-gdb := -m lab run chromadb-tokio --launcher fork --debugger gdb
+CMD_demo-lldb := scripts/lldb_attach_child.py
+CMD_demo-crash := -m lab run chromadb-tokio --launcher fork --debugger none
+CMD_demo-strace := -m lab run chromadb-tokio --launcher fork --debugger none --strace
+CMD_demo-fixed-spawn := -m lab run chromadb-tokio --launcher mp-spawn
+CMD_demo-fixed-forkserver := -m lab run chromadb-tokio --launcher mp-forkserver
+CMD_celery := -m lab.celery_lab
+CMD_matrix := -m lab matrix
+CMD_report = -m lab report $(RUN)
+CMD_bench = -m lab bench$(if $(QUICK), --quick)
+CMD_test := -m pytest -q
+
+# $(call native,TOOLS): a target's prerequisites, natively (Linux, .venv, the tools it needs) or
+# in Docker (a working engine). $(call docker_or,SERVICE,RECIPE): the recipe, or the service.
+ifeq ($(DOCKER),1)
+native = docker-check
+docker_or = $(COMPOSE) run --rm $(1)
+else
+native = native-check $(STAMP) $(1)
+docker_or = $(2)
+endif
+
+.DEFAULT_GOAL := help
+.PHONY: help venv gdb lldb strace native-check docker-check demo-gdb demo-lldb demo-crash \
+	demo-strace demo-fixed celery matrix report bench test lint build shell down clean
+
+help:  ## list the targets (the default)
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	@touch $(STAMP)
 
 venv: $(STAMP)  ## create .venv/ and install the lab into it
 
-gdb:  ## make sure gdb is installed (apt-get when root)
-	@command -v gdb >/dev/null 2>&1 || { \
+# $(call need_tool,COMMAND,DEBIAN PACKAGE): install it with apt-get when root, else say how.
+define need_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "lab: installing gdb with apt-get"; \
+	    echo "lab: installing $(2) with apt-get"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q gdb; \
-	  else echo "lab: gdb is missing; $(SUDO_HINT) gdb" >&2; exit 5; fi; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2); \
+	  else echo "lab: $(1) is missing; $(SUDO_HINT) $(2)" >&2; exit 5; fi; }
+endef
 
-demo-gdb: $(STAMP) gdb  ## reproduce the ChromaDB fork deadlock, prove it, capture it with GDB
-	$(PY) -m lab run chromadb-tokio --launcher fork --debugger gdb
+gdb:  ## make sure gdb is installed (apt-get when root)
+	$(call need_tool,gdb,gdb)
 
-test: $(STAMP) gdb  ## run the test suite
-	$(PY) -m pytest -q
+lldb:  ## make sure lldb is installed (apt-get when root)
+	$(call need_tool,lldb,lldb)
 
-clean:  ## remove generated evidence (crash_dumps/*)
-	find crash_dumps -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+strace:  ## make sure strace is installed (apt-get when root)
+	$(call need_tool,strace,strace)
+
+native-check:
+	@[ "$(HOST_OS)" = Linux ] || { echo "lab: the lab runs natively only on Linux, not on \
+	$(HOST_OS); run it in Docker: DOCKER=1 make $(or $(MAKECMDGOALS),help)" >&2; exit 3; }
+
+# Docker mode needs a client, a running engine (`docker info`) and the compose plugin.
+docker-check:
+	@command -v docker >/dev/null 2>&1 || { echo "lab: no Docker engine: the docker command is \
+	not installed (install Docker); $(NO_DOCKER_HINT)" >&2; exit 3; }
+	@docker info >/dev/null 2>&1 || { echo "lab: no Docker engine: 'docker info' failed (start \
+	Docker Desktop or dockerd); $(NO_DOCKER_HINT)" >&2; exit 3; }
+	@$(COMPOSE) version >/dev/null 2>&1 || { echo "lab: no Docker engine: '$(COMPOSE)' is \
+	missing (install the Compose v2 plugin); $(NO_DOCKER_HINT)" >&2; exit 3; }
+
+demo-gdb: $(call native,gdb)  ## reproduce the ChromaDB fork deadlock, prove it, capture it with GDB
+	$(call docker_or,demo-gdb,$(PY) $(CMD_demo-gdb))
+
+demo-lldb: $(call native,lldb)  ## the same deadlock, the blocked child captured with LLDB
+	$(call docker_or,demo-lldb,$(PY) $(CMD_demo-lldb))
+
+demo-crash: $(call native,)  ## reproduce the deadlock and print the verdict only (no debugger)
+	$(call docker_or,demo-crash,$(PY) $(CMD_demo-crash))
+
+demo-strace: $(call native,strace)  ## the child's syscalls around the block, via strace, as evidence
+	$(call docker_or,demo-strace,$(PY) $(CMD_demo-strace))
+
+demo-fixed: $(call native,)  ## the spawn and forkserver twins of demo-crash succeed (verdict ok)
+ifeq ($(DOCKER),1)
+	$(COMPOSE) run --rm demo-fixed
+else
+	$(PY) $(CMD_demo-fixed-spawn)
+	$(PY) $(CMD_demo-fixed-forkserver)
+endif
+
+matrix: $(call native,gdb)  ## every scenario under every launcher
+	$(call docker_or,matrix,$(PY) $(CMD_matrix))
+
+celery: $(call native,)  ## the Celery prefork worker shape of the bug
+	$(call docker_or,shell make celery,$(PY) $(CMD_celery))
+
+report: $(call native,)  ## a report of one run (RUN=crash_dumps/<run-id>; default: the newest)
+	$(call docker_or,shell make report RUN=$(RUN),$(PY) $(CMD_report))
+
+bench: $(call native,)  ## measure detection times (QUICK=1 for a short run)
+	$(call docker_or,shell make bench QUICK=$(QUICK),$(PY) $(CMD_bench))
+
+lint: $(call native,)  ## ruff on the code, hadolint on the Dockerfile, compose.yml schema and policy
+ifeq ($(DOCKER),1)
+	$(COMPOSE) run --rm shell make lint
+else
+	@failed=; check() { name=$$1; shift; echo "$$*"; "$$@" || failed="$$failed $$name"; }; \
+	check ruff $(VENV)/bin/ruff check --output-format concise .; \
+	check hadolint $(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile; \
+	check compose-schema $(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec \
+	  compose.yml; \
+	check compose-policy $(PY) docker/check_compose.py compose.yml; \
+	[ -z "$$failed" ] || { echo "lab: lint failed:$$failed" >&2; exit 1; }
+endif
+
+test: $(call native,gdb lldb strace)  ## run the linters, then the test suite (fails if either does)
+ifeq ($(DOCKER),1)
+	$(COMPOSE) run --rm test
+else
+	@$(MAKE) --no-print-directory lint || lint=$$?; \
+	[ -z "$$lint" ] || echo "lab: make lint failed (above); the tests run all the same" >&2; \
+	echo "$(PY) $(CMD_test)"; $(PY) $(CMD_test) || exit $$?; \
+	[ -z "$$lint" ] || exit $$lint
+endif
+
+build: docker-check  ## build the Docker image (needs a Docker engine)
+	$(COMPOSE) build
+
+shell: docker-check  ## a shell in the container, ptrace allowed (needs a Docker engine)
+	$(COMPOSE) run --rm shell
+
+down: docker-check  ## stop and remove the lab's containers (needs a Docker engine)
+	$(COMPOSE) --profile celery down --remove-orphans
+
+clean:  ## remove generated evidence (crash_dumps/*, or CRASH_DUMPS=DIR)
+	find $(CRASH_DUMPS) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+
+# Print the command line a target runs, after the interpreter (what compose.yml runs).
+cmd-%:
+	@echo '$(CMD_$*)'

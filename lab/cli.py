@@ -18,6 +18,7 @@ DEBUGGERS = ("auto", "gdb", "lldb", "none")
 INTERNAL_ERROR_STATUS = 70
 
 EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 13 hang,
+14 data-loss,
 130/143 interrupted (SIGINT/SIGTERM). `lab run`: 0 when the observed verdict is the expected
 one, 1 when it is not. Errors of the lab itself: 2 bad input, 4 command not found,
 5 debugger missing, 6 ptrace refused, 7 target exited during attach, 8 debugger failed,
@@ -34,6 +35,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _out_base(args) -> Path:
     return Path(args.out or os.environ.get("LAB_CRASH_DUMPS", "crash_dumps"))
 
@@ -45,7 +56,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lab", description="Reproduce, catch and explain fork/thread "
-                     "crashes.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                     "crashes.", epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run a scenario and judge it against its expected verdict")
@@ -55,15 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive, help="seconds before an unfinished run is a hang")
     run.add_argument("--json", action="store_true", help="print the evidence document on stdout")
     run.add_argument("--out", help="evidence base directory (default crash_dumps/)")
-    run.add_argument("--quiet", action="store_true", help="no progress lines")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress lines, no echo of the processes' output")
+    run.add_argument("--strace", action="store_true",
+                     help="run under strace -f and keep the blocked process's last syscalls")
+    run.add_argument("--trials", type=_count, help="run N independent trials; print the tally")
+    run.add_argument("--pool", help="celery-chromadb only: the Celery pool (prefork, solo, "
+                     "threads, gevent, eventlet)")
+    run.add_argument("--fix", default="none", help="celery-chromadb only: none, "
+                     "worker-process-init or lazy")
 
     watch = sub.add_parser("watch", help="run any command and judge every descendant")
     watch.add_argument("--timeout", type=_positive, default=60.0)
     watch.add_argument("--debugger", choices=DEBUGGERS, default="auto")
     watch.add_argument("--json", action="store_true", help="print the evidence document on stdout")
     watch.add_argument("--out", help="evidence base directory (default crash_dumps/)")
-    watch.add_argument("--quiet", action="store_true", help="no progress lines")
+    watch.add_argument("--quiet", action="store_true",
+                       help="no progress lines, no echo of the processes' output")
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    parse = sub.add_parser("parse", help="read a saved debugger transcript into an evidence "
+                           "document")
+    parse.add_argument("debugger", choices=("gdb", "lldb"))
+    parse.add_argument("file")
+    parse.add_argument("--json", action="store_true", help="print the evidence document")
 
     lst = sub.add_parser("list", help="list the scenarios")
     lst.add_argument("--json", action="store_true")
@@ -90,7 +117,9 @@ def _cmd_list(args) -> int:
                      "launchers": list(scenario.expected), "requires": list(scenario.requires),
                      "runnable": not missing and sys.platform == "linux",
                      "why_not": (f"missing: {', '.join(missing)}" if missing else
-                                 None if sys.platform == "linux" else "needs Linux")})
+                                 None if sys.platform == "linux" else "needs Linux"),
+                     "fixed_of": scenario.fixed_of, "fix": scenario.fix or None})
+    rows.append(_celery_row())
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -101,6 +130,24 @@ def _cmd_list(args) -> int:
     return 0
 
 
+def _celery_row() -> dict:
+    import lab.celery_lab as celery
+
+    combos = celery.combinations()
+    missing = celery.missing("prefork")
+    return {"name": celery.SCENARIO,
+            "summary": "A Celery worker on an embedded broker runs a ChromaDB query task; "
+                       "`lab run celery-chromadb --pool P [--fix F]`.",
+            "expected": {celery.launcher_name(p, f): celery.expected(p, f) for p, f in combos},
+            "launchers": [celery.launcher_name(p, f) for p, f in combos],
+            "requires": ["celery", "chromadb"],
+            "runnable": not missing and sys.platform == "linux",
+            "why_not": (f"missing: {', '.join(missing)}" if missing else
+                        None if sys.platform == "linux" else "needs Linux"),
+            "fixed_of": None,
+            "fix": "create the client in worker_process_init, or lazily in the pool child"}
+
+
 def _cmd_watch(args) -> int:
     from lab.watch.engine import Watch, WatchOptions
 
@@ -108,19 +155,67 @@ def _cmd_watch(args) -> int:
     if not cmd:
         raise BadInput("no command given: python -m lab watch [OPTIONS] -- CMD [ARGS...]")
     options = WatchOptions(argv=cmd, timeout=args.timeout, debugger=args.debugger,
-                           out_base=_out_base(args))
+                           out_base=_out_base(args), echo_output=not args.quiet)
     evidence = Watch(options, Progress(enabled=not args.quiet)).run()
     if args.json:
         sys.stdout.write(evidence.to_json())
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
 
 
+def _cmd_parse(args) -> int:
+    from lab.parsers.document import evidence_from_transcript
+
+    evidence = evidence_from_transcript(args.debugger, Path(args.file))
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    else:
+        from lab.render import summary_markdown
+
+        sys.stdout.write(summary_markdown(evidence))
+    return 0
+
+
 def _cmd_run(args) -> int:
     from lab.runner import run_scenario
 
     progress = Progress(enabled=not args.quiet)
+    if args.scenario == "celery-chromadb" or args.pool is not None:
+        return _cmd_run_celery(args, progress)
+    if args.trials:
+        from lab.trials import run_trials
+
+        tally = run_trials(args.scenario, args.launcher, args.trials, debugger=args.debugger,
+                           timeout=args.timeout, out_base=_out_base(args), quiet=args.quiet,
+                           strace=args.strace)
+        if args.json:
+            sys.stdout.write(json.dumps(tally, indent=2) + "\n")
+        else:
+            sys.stderr.write(f"lab: {tally['scenario']} / {tally['launcher']}: expected "
+                             f"{tally['expected']}, {tally['counts']}, rate {tally['rate']:.2f}\n")
+        return 0 if tally["rate"] == 1.0 else RUN_MISMATCH_STATUS
     evidence = run_scenario(args.scenario, args.launcher, debugger=args.debugger,
-                            timeout=args.timeout, out_base=_out_base(args), progress=progress)
+                            timeout=args.timeout, out_base=_out_base(args), progress=progress,
+                            strace=args.strace)
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    if evidence.verdict == evidence.expected:
+        return 0
+    sys.stderr.write(f"lab: observed {evidence.verdict}, expected {evidence.expected} "
+                     f"(evidence: {evidence.evidence_dir})\n")
+    return RUN_MISMATCH_STATUS
+
+
+def _cmd_run_celery(args, progress: Progress) -> int:
+    from lab.celery_lab import SCENARIO
+    from lab.celery_lab.runner import run_celery
+
+    if args.scenario != SCENARIO:
+        raise BadInput(f"--pool applies only to {SCENARIO}, not {args.scenario!r}")
+    if args.trials or args.strace or args.launcher != "fork":
+        raise BadInput(f"{SCENARIO} takes --pool and --fix, not --launcher, --trials or --strace")
+    evidence = run_celery(args.pool or "prefork", args.fix, debugger=args.debugger,
+                          timeout=args.timeout, out_base=_out_base(args), progress=progress,
+                          echo_output=not args.quiet)
     if args.json:
         sys.stdout.write(evidence.to_json())
     if evidence.verdict == evidence.expected:
@@ -135,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _install_signal_handlers()
         args = build_parser().parse_args(argv)
-        handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list}[args.command]
+        handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
+                   "parse": _cmd_parse}[args.command]
         return handler(args)
     except LabError as exc:
         if exc.evidence is not None and getattr(args, "json", False):

@@ -147,6 +147,9 @@ class Evidence:
     environment: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     complete: bool = False
+    warnings: list[dict[str, Any]] = field(default_factory=list)  # e.g. CPython's fork warning
+    strace: dict[str, Any] | None = None  # with --strace: file, pid, tail of the blocked one
+    forensics: list[dict[str, Any]] = field(default_factory=list)  # orphaned-lock findings
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

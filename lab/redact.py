@@ -16,8 +16,10 @@ _TOKEN_SHAPES = re.compile(
     r"\b(sk-[A-Za-z0-9_-]{8,}|ghp_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
     r"xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|hf_[A-Za-z0-9]{20,})"
 )
-_FLAG = re.compile(r"^(--?[A-Za-z0-9_-]*?(key|token|secret|password|passwd|auth)[A-Za-z0-9_-]*)(=)(.*)$",
-                   re.IGNORECASE)
+_FLAG = re.compile(
+    r"^(--?[A-Za-z0-9_-]*?(key|token|secret|password|passwd|auth)[A-Za-z0-9_-]*)(=)(.*)$",
+    re.IGNORECASE,
+)
 
 
 def is_secret_name(name: str) -> bool:

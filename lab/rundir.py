@@ -25,7 +25,7 @@ class RunDir:
     path: Path
 
     @classmethod
-    def create(cls, base: Path, run_id: str | None, label: str) -> "RunDir":
+    def create(cls, base: Path, run_id: str | None, label: str) -> RunDir:
         base = Path(base)
         run_id = run_id or new_run_id(label)
         path = base / run_id

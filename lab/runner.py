@@ -18,7 +18,7 @@ from lab.watch.engine import Watch, WatchOptions
 
 def run_scenario(name: str, launcher: str = "fork", *, debugger: str = "auto",
                  timeout: float | None = None, out_base: Path = Path("crash_dumps"),
-                 progress: Progress | None = None) -> Evidence:
+                 progress: Progress | None = None, strace: bool = False) -> Evidence:
     """Run scenario ``name`` once; return its evidence. Raises LabError for bad input."""
     scenario = scenarios.get(name)
     launchers.get(launcher)
@@ -45,6 +45,8 @@ def run_scenario(name: str, launcher: str = "fork", *, debugger: str = "auto",
         side_channel=True,
         env=env,
         cwd=str(Path(__file__).resolve().parents[1]),
+        strace=strace,
+        echo_output=progress is None or progress.enabled,
     )
     try:
         return Watch(options, progress).run()

@@ -8,6 +8,7 @@ import enum
 class Verdict(str, enum.Enum):
     OK = "ok"
     ERROR = "error"
+    DATA_LOSS = "data-loss"  # exited fine, but a write it made is not there
     HANG = "hang"
     DEADLOCK = "deadlock"
     CRASH = "crash"
@@ -21,10 +22,11 @@ class Verdict(str, enum.Enum):
 _RANK = {
     Verdict.OK: 0,
     Verdict.ERROR: 1,
-    Verdict.HANG: 2,
-    Verdict.DEADLOCK: 3,
-    Verdict.CRASH: 4,
-    Verdict.INTERRUPTED: 5,
+    Verdict.DATA_LOSS: 2,
+    Verdict.HANG: 3,
+    Verdict.DEADLOCK: 4,
+    Verdict.CRASH: 5,
+    Verdict.INTERRUPTED: 6,
 }
 
 # `lab watch` exit statuses: 0 only for ok; one distinct status per other verdict.
@@ -36,6 +38,7 @@ WATCH_EXIT_STATUS = {
     Verdict.CRASH: 11,
     Verdict.DEADLOCK: 12,
     Verdict.HANG: 13,
+    Verdict.DATA_LOSS: 14,
     Verdict.INTERRUPTED: 130,
 }
 

@@ -57,7 +57,10 @@ def test_unwritable_out_dir(reaper, tmp_path):
 def test_list_json_names_the_scenario_and_its_expectation(reaper):
     result = reaper.lab("list", "--json")
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert rows["chromadb-tokio"]["expected"] == {"fork": "deadlock"}
+    assert rows["chromadb-tokio"]["expected"] == {
+        "fork": "deadlock", "mp-fork": "deadlock", "pool-fork": "deadlock",
+        "mp-forkserver": "ok", "mp-spawn": "ok", "pool-spawn": "ok"}
+    assert rows["python-lock-reinit"]["fixed_of"] == "python-lock-held"
     assert rows["chromadb-tokio"]["runnable"] is (sys.platform == "linux")
 
 

@@ -101,10 +101,14 @@ def test_children_scan_fallback_agrees_with_the_children_file(reaper):
 
     from lab.linux import procfs
 
-    code = "import os,sys\nfor _ in range(2):\n    if os.fork() == 0:\n        sys.stdin.read(); os._exit(0)\nprint('ready', flush=True)\nsys.stdin.read()"
+    code = (
+        "import os,sys\nfor _ in range(2):\n    if os.fork() == 0:\n"
+        "        sys.stdin.read(); os._exit(0)\nprint('ready', flush=True)\nsys.stdin.read()"
+    )
     import subprocess
 
-    proc = reaper.popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = reaper.popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
     # WHEN both ways of listing children are asked
     # THEN they agree (the scan is what runs without CONFIG_PROC_CHILDREN)

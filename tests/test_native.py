@@ -142,7 +142,7 @@ def kill_tree(root: int, deadline_s: float = STATE_DEADLINE) -> None:
                 pass
         if generation != [root]:
             wait_for(
-                lambda: not any(stat_fields(pid) for pid in generation),
+                lambda: not any(stat_fields(pid) for pid in generation),  # noqa: B023
                 f"{generation} to be killed and reaped",
                 deadline_s,
             )

@@ -1,7 +1,9 @@
 """Launch strategies, one small module each behind one interface (as CPython's popen_*).
 
 Each module defines ``Popen(target, args)`` with ``.pid`` and ``.wait() -> int``, where the
-exit status is normalised once: negative means killed by that signal.
+exit status is normalised once: negative means killed by that signal; and ``PICKLES_ARGS``:
+whether the target's arguments travel by pickle (spawn, forkserver, pools) or are inherited
+in copied memory (fork).
 """
 
 from __future__ import annotations
@@ -13,6 +15,11 @@ from lab.errors import BadInput
 # name -> module, imported lazily so a launcher's dependencies load only when used.
 LAUNCHERS = {
     "fork": "lab.launchers.fork",
+    "mp-fork": "lab.launchers.mp_fork",
+    "mp-forkserver": "lab.launchers.mp_forkserver",
+    "mp-spawn": "lab.launchers.mp_spawn",
+    "pool-fork": "lab.launchers.pool_fork",
+    "pool-spawn": "lab.launchers.pool_spawn",
 }
 
 

@@ -7,6 +7,7 @@ import sys
 import traceback
 
 method = "fork"
+PICKLES_ARGS = False
 
 
 class Popen:
@@ -23,11 +24,19 @@ class Popen:
         return os.waitstatus_to_exitcode(status)
 
 
+class InterpreterExit(SystemExit):
+    """Raised by a child that must leave through the interpreter's own shutdown (atexit,
+    garbage collection of module globals), as a plain ``sys.exit`` in forked code does —
+    instead of the ``os._exit`` every launcher otherwise uses."""
+
+
 def _run_child(target, args) -> int:
     code = 1
     try:
         target(*args)
         code = 0
+    except InterpreterExit:
+        raise  # unwinds the copied parent frames; the interpreter then finalizes and exits
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     except BaseException:

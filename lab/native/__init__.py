@@ -60,7 +60,8 @@ def compiler() -> list[str]:
         path = shutil.which(name)
         if path:
             return [path]
-    raise NativeBuildError(f"no C compiler found (tried $CC, {', '.join(COMPILERS)}): {INSTALL_HINT}")
+    tried = ", ".join(COMPILERS)
+    raise NativeBuildError(f"no C compiler found (tried $CC, {tried}): {INSTALL_HINT}")
 
 
 def library_name() -> str:

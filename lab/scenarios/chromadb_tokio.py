@@ -29,28 +29,47 @@ def open_collection(path: str):
     return client, client.get_or_create_collection("docs", embedding_function=HashEmbedding())
 
 
-def prepare():
-    path = tempfile.mkdtemp(prefix="chromadb-", dir=os.environ.get("LAB_SCRATCH_DIR"))
+def seed(path: str):
     client, collection = open_collection(path)
     collection.add(ids=list(DOCUMENTS), documents=list(DOCUMENTS.values()))
-    found = collection.query(query_texts=["threads and locks"], n_results=1)["ids"][0]
+    found = collection.query(query_texts=[DOCUMENTS["tokio"]], n_results=1)["ids"][0]
     print(f"parent: {collection.count()} documents in {path}; query found {found}", flush=True)
     return client, collection
 
 
-def child(state):
-    _client, collection = state
-    print(f"child {os.getpid()}: querying the inherited client", flush=True)
-    found = collection.query(query_texts=["fork"], n_results=1)["ids"][0]
+def prepare():
+    path = tempfile.mkdtemp(prefix="chromadb-", dir=os.environ.get("LAB_SCRATCH_DIR"))
+    return (path, *seed(path))
+
+
+def handoff(state, pickles: bool):
+    """Forked children get the live collection; pickling launchers get only the path."""
+    path, _client, collection = state
+    return ("path", path) if pickles else collection
+
+
+def child(payload):
+    if isinstance(payload, tuple):  # spawned/forkserver/pool child: its own client
+        print(f"child {os.getpid()}: opening its own client on {payload[1]}", flush=True)
+        _client, collection = open_collection(payload[1])
+    else:
+        print(f"child {os.getpid()}: querying the inherited client", flush=True)
+        collection = payload
+    # Hash embeddings are not semantic: a document's own text is its only sure match.
+    found = collection.query(query_texts=[DOCUMENTS["fork"]], n_results=1)["ids"][0]
     print(f"child {os.getpid()}: query returned {found}", flush=True)
+    assert found == ["fork"], found
 
 
 SCENARIO = Scenario(
     name="chromadb-tokio",
     summary=__doc__.splitlines()[0],
-    expected={"fork": "deadlock"},
+    expected={"fork": "deadlock", "mp-fork": "deadlock", "pool-fork": "deadlock",
+              "mp-spawn": "ok", "mp-forkserver": "ok", "pool-spawn": "ok"},
     prepare=prepare,
     child=child,
+    handoff=handoff,
+    fix="spawn or forkserver: the child starts a fresh interpreter and opens its own client",
     requires=("chromadb",),
     expected_threads=("tokio-rt-worker", "sqlx-sqlite-wor"),
     default_timeout=60.0,

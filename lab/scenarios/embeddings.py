@@ -27,5 +27,5 @@ class HashEmbedding(EmbeddingFunction[Documents]):
         return {}
 
     @staticmethod
-    def build_from_config(config: dict) -> "HashEmbedding":
+    def build_from_config(config: dict) -> HashEmbedding:
         return HashEmbedding()

@@ -1,8 +1,9 @@
 """The process a scenario runs in: prepare in the parent, report the threads at fork, launch.
 
 Run by the lab as ``python -m lab.scenarios.host NAME --launcher L`` under a watch. When the
-lab passes ``LAB_REPORT_FD``, a JSON line per fork goes there: the forking thread and every
-other thread of the parent at that instant (the ones the child will not have).
+lab passes ``LAB_REPORT_FIFO``, JSON lines go there: per fork, the forking thread and every
+other thread of the parent at that instant (the ones the child will not have); findings /proc
+cannot see (data loss, a swallowed exception); warnings.
 """
 
 from __future__ import annotations
@@ -10,25 +11,87 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
+import warnings
 
 from lab import inventory, launchers, scenarios
 
 
-def _report_forks(fd: int) -> None:
-    def before_fork() -> None:
-        tid, others = inventory.threads_at_fork()
-        line = json.dumps({
-            "event": "fork", "pid": os.getpid(), "tid": tid, "t_ns": time.monotonic_ns(),
-            "threads": [t.__dict__ for t in others],
-        })
-        try:
-            os.write(fd, line.encode() + b"\n")
-        except OSError:
-            pass  # the lab went away; the scenario still runs
+def report(event: dict) -> None:
+    """Send one JSON line to the lab through the FIFO at LAB_REPORT_FIFO (nothing without it).
 
-    os.register_at_fork(before=before_fork)
+    A FIFO path, not an inherited fd, so that spawned and forkserver children, which inherit
+    no descriptors, report too. One open and one write per event: lines up to PIPE_BUF bytes
+    never interleave with another writer's.
+    """
+    path = os.environ.get("LAB_REPORT_FIFO")
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return  # the lab went away; the scenario still runs
+    try:
+        os.write(fd, json.dumps(event, default=str).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def report_finding(pid: int, verdict: str, detail: str) -> None:
+    """A verdict /proc cannot see, e.g. ("data-loss", "the child's commit is not on disk")."""
+    report({"event": "finding", "pid": pid, "verdict": verdict, "detail": detail})
+
+
+def _before_fork() -> None:
+    tid, others = inventory.threads_at_fork()
+    report({"event": "fork", "pid": os.getpid(), "tid": tid, "t_ns": time.monotonic_ns(),
+            "threads": [t.__dict__ for t in others]})
+
+
+def _tap_future_exceptions() -> None:
+    """Report every exception a Future receives: a caller that swallows one can't hide it."""
+    from concurrent.futures import Future
+
+    original = Future.set_exception
+    if getattr(original, "lab_tap", False):
+        return
+
+    def set_exception(self, exception):
+        report({"event": "exception", "pid": os.getpid(), "type": type(exception).__name__,
+                "message": str(exception)})
+        return original(self, exception)
+
+    set_exception.lab_tap = True
+    Future.set_exception = set_exception
+
+
+def _tap_warnings() -> None:
+    """Report warnings, CPython >= 3.12's "multi-threaded, use of fork()" one above all."""
+    warnings.simplefilter("default", DeprecationWarning)
+    original = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        report({"event": "warning", "pid": os.getpid(), "category": category.__name__,
+                "message": str(message), "file": filename, "line": lineno})
+        return original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+
+
+def run_child(name: str, state) -> None:
+    """The child's entry point under every launcher (module level, so spawn can pickle it).
+
+    With ``LAB_HOLD_CHILD=1`` the child stops itself with SIGSTOP before it acts: the lab sees
+    it in state T, attaches a debugger, and continues it (a handshake, never a sleep).
+    """
+    if os.environ.get("LAB_HOLD_CHILD") == "1":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    _tap_future_exceptions()  # a spawned child is a fresh interpreter: tap it too
+    scenarios.get(name).child(state)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,13 +101,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenario = scenarios.get(args.scenario)
     launcher = launchers.get(args.launcher)
+    _tap_warnings()
+    _tap_future_exceptions()
     state = scenario.prepare()
-    fd = os.environ.get("LAB_REPORT_FD")
-    if fd:
-        _report_forks(int(fd))
-    child = launcher.Popen(scenario.child, (state,))
+    os.register_at_fork(before=_before_fork)
+    payload = scenario.handoff(state, launcher.PICKLES_ARGS) if scenario.handoff else state
+    try:
+        child = launcher.Popen(run_child, (scenario.name, payload))
+    except Exception as exc:  # e.g. TypeError: cannot pickle 'builtins.Bindings' object
+        report_finding(os.getpid(), "error", f"launch failed: {type(exc).__name__}: {exc}")
+        raise
     code = child.wait()
     print(f"parent: child {child.pid} ended with {code}", flush=True)
+    if scenario.check is not None:
+        finding = scenario.check(state, code)
+        if finding is not None:
+            report_finding(os.getpid(), *finding)
     return code if code >= 0 else 128 - code
 
 

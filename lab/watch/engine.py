@@ -22,15 +22,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import evidence as ev
-from lab import redact
+from lab import evidence as ev, redact
 from lab.envinfo import platform_info
 from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, LabError
 from lab.linux import netlink, prctl, procfs
 from lab.progress import Progress
+from lab.rundir import RunDir
 from lab.verdicts import Verdict, worst
 from lab.watch import judge
-from lab.rundir import RunDir
 
 # Named waits. POLL_INTERVAL_S bounds how long the loop waits for an event before sampling
 # /proc again; it sets the resolution of the time-to-verdict.
@@ -38,6 +37,7 @@ POLL_INTERVAL_S = 0.02
 TERM_GRACE_S = 1.0
 KILL_DEADLINE_S = 10.0
 OUTPUT_DRAIN_S = 2.0
+STRACE_FILE = "strace.txt"
 
 # Every tracked pid of every live watch, for the atexit backstop.
 _LIVE_PIDS: set[int] = set()
@@ -63,10 +63,11 @@ class WatchOptions:
     scenario: str | None = None
     launcher: str | None = None
     expected: str | None = None
-    side_channel: bool = False  # give the command LAB_REPORT_FD for fork reports
+    side_channel: bool = False  # give the command LAB_REPORT_FIFO for its reports
     env: dict[str, str] | None = None
     cwd: str | None = None
     echo_output: bool = True
+    strace: bool = False  # run the command under strace -f; keep the blocked one's syscalls
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Watch:
         self.report_fd: int | None = None
         self._report_buffer = b""
         self.reports: list[dict] = []
+        self.findings: list[dict] = []
         self.launched_at: float | None = None
         self.verdict_at: float | None = None
         self.deadlocked_pid: int | None = None
@@ -155,20 +157,18 @@ class Watch:
         env = dict(os.environ if self.options.env is None else self.options.env)
         env["LAB_RUN_ID"] = self.rundir.run_id
         self.evidence.environment = redact.environment(env)
-        pass_fds: tuple[int, ...] = ()
-        write_end = None
         if self.options.side_channel:
-            self.report_fd, write_end = os.pipe()
-            os.set_blocking(self.report_fd, False)
-            env["LAB_REPORT_FD"] = str(write_end)
-            pass_fds = (write_end,)
+            env["LAB_REPORT_FIFO"] = self._open_report_fifo()
+        argv = list(self.options.argv)
+        if self.options.strace:
+            argv = self._strace_prefix() + argv
         self._write("launch")
-        self.progress.stage("launch", " ".join(self.evidence.command) +
+        self.progress.stage("launch", " ".join(redact.argv(argv)) +
                             f"  [watch mode: {self.evidence.watch_mode}]")
         self.launched_at = time.monotonic()
         try:
             self.proc = subprocess.Popen(
-                self.options.argv, env=env, cwd=self.options.cwd, pass_fds=pass_fds,
+                argv, env=env, cwd=self.options.cwd,
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -176,12 +176,10 @@ class Watch:
             raise CommandNotFound(f"command not found: {self.options.argv[0]}") from exc
         except PermissionError as exc:
             raise BadInput(f"command is not executable: {self.options.argv[0]}") from exc
-        finally:
-            if write_end is not None:
-                os.close(write_end)
         _LIVE_PIDS.add(self.proc.pid)
         self._add(self.proc.pid, os.getpid())
-        self._output_thread = threading.Thread(target=self._tee_output, daemon=True)
+        self._output_thread = threading.Thread(target=self._tee_output, daemon=True,
+                                               name="lab-output")
         self._output_thread.start()
 
     def _follow(self) -> str:
@@ -230,6 +228,8 @@ class Watch:
                 record.detail = (judge.describe_unfinished(item.watch) +
                                  f"; stopped by the lab once PID {self.deadlocked_pid} "
                                  "was proven deadlocked")
+        self._apply_findings()
+        self._exclude_tool_probes()
         self.evidence.verdict = worst(
             item.record.verdict for item in self.tracked.values() if item.record.verdict
         ).value
@@ -241,22 +241,52 @@ class Watch:
         self.progress.stage("verdict", f"{self.evidence.verdict}{where} after "
                             f"{self.evidence.detect_s:.3f} s")
 
+    def _exclude_tool_probes(self) -> None:
+        """strace forks probe children of its own (and SIGKILLs them): they are not judged."""
+        if not self.options.strace or self.proc is None:
+            return
+        command = self.options.argv[0]
+        for item in self.tracked.values():
+            record = item.record
+            if record.ppid == self.proc.pid and not any(command in a for a in record.argv[:1]):
+                record.verdict = None
+                record.detail = "strace's own probe process (part of the lab's tooling; not judged)"
+
+    def _apply_findings(self) -> None:
+        """Fold in what /proc cannot see: a scenario's own finding, a swallowed exception."""
+        for finding in self.findings:
+            item = self.tracked.get(finding.get("pid"))
+            if item is None:
+                continue
+            record = item.record
+            if finding["event"] == "finding":
+                verdict, detail = finding["verdict"], finding["detail"]
+            elif record.verdict == Verdict.OK.value:
+                verdict = Verdict.ERROR.value
+                detail = (f"exited 0, but a worker's {finding['type']}: {finding['message']} "
+                          "was delivered to a Future and never re-raised")
+            else:
+                continue
+            record.verdict = worst([record.verdict or "ok", verdict]).value
+            record.detail = f"{record.detail}; {detail}" if record.detail else detail
+
     def _capture(self) -> None:
         target = self._debug_target()
         name = self._debugger_name()
         if target is None or name == "none":
             return
+        if self.options.strace:
+            self.progress.stage("debugger", f"skipped: strace already traces PID {target} "
+                                "(a process has one tracer at a time)")
+            return
         self.progress.stage("debugger", f"attaching {name} to PID {target}")
         started = time.monotonic()
         try:
-            if name == "gdb":
-                from lab.debuggers import gdb
+            from lab import debuggers
 
-                info = gdb.capture(target, self.rundir.path,
-                                   progress=lambda text: self.progress.stage("debugger", text))
-            else:
-                raise DebuggerMissing(f"the {name} driver is not available in this version",
-                                      "use --debugger gdb or none")
+            driver = debuggers.get(name)
+            info = driver.capture(target, self.rundir.path,
+                                  progress=lambda text: self.progress.stage("debugger", text))
         except LabError as exc:
             self.evidence.debugger = ev.DebuggerInfo(name=name, pid=target, error=exc.line())
             if (self.rundir.path / f"{name}.txt").exists():
@@ -275,8 +305,27 @@ class Watch:
                             f"{sum(len(t.python_frames) for t in info.threads)} Python frames "
                             f"in {self.evidence.timings['debugger_s']:.2f} s")
 
+    def _strace_prefix(self) -> list[str]:
+        import shutil
+
+        if not shutil.which("strace"):
+            raise DebuggerMissing("strace is not installed", "apt-get install strace")
+        return ["strace", "-f", "-tt", "-T", "-s", "80", "-o",
+                str(self.rundir.path / STRACE_FILE)]
+
+    def _strace_tail(self) -> None:
+        from lab.parsers.strace import tail_of
+
+        path = self.rundir.path / STRACE_FILE
+        culprit = self._culprit()
+        if path.exists() and culprit:
+            self.evidence.strace = {"file": STRACE_FILE, "pid": culprit,
+                                    "tail": tail_of(path.read_text(errors="replace"), culprit)}
+
     def _finish(self) -> None:
         self._join_output()
+        if self.options.strace:
+            self._strace_tail()
         self.evidence.stages = list(self.progress.stages)
         self.evidence.complete = True
         self._write("final")
@@ -382,6 +431,28 @@ class Watch:
 
     # -- side channel and output ------------------------------------------------------------
 
+    def _open_report_fifo(self) -> str:
+        import tempfile
+
+        self._fifo_dir = tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-")
+        path = os.path.join(self._fifo_dir, "reports")
+        os.mkfifo(path, 0o600)
+        self.report_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        # Our own writer keeps the FIFO from reading as EOF between the scenario's writers.
+        self._fifo_keepalive = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        return path
+
+    def _close_report_fifo(self) -> None:
+        import shutil
+
+        for fd in (self.report_fd, getattr(self, "_fifo_keepalive", None)):
+            if fd is not None:
+                os.close(fd)
+        self.report_fd = self._fifo_keepalive = None
+        if getattr(self, "_fifo_dir", None):
+            shutil.rmtree(self._fifo_dir, ignore_errors=True)
+            self._fifo_dir = None
+
     def _read_reports(self) -> None:
         if self.report_fd is None:
             return
@@ -391,8 +462,6 @@ class Watch:
             except BlockingIOError:
                 break
             if not chunk:
-                os.close(self.report_fd)
-                self.report_fd = None
                 break
             self._report_buffer += chunk
         *lines, self._report_buffer = self._report_buffer.split(b"\n")
@@ -402,7 +471,12 @@ class Watch:
             except ValueError:
                 continue
             self.reports.append(report)
-            if report.get("event") == "fork" and self.evidence.parent.pid is None:
+            kind = report.get("event")
+            if kind in ("finding", "exception"):
+                self.findings.append(report)
+            elif kind == "warning":
+                self.evidence.warnings.append(report)
+            if kind == "fork" and self.evidence.parent.pid is None:
                 self.evidence.parent = ev.ParentInfo(
                     pid=report["pid"],
                     forking_tid=report.get("tid"),
@@ -431,9 +505,7 @@ class Watch:
             self.proc.stdout.close()
         if self.report_fd is not None:
             self._read_reports()
-            if self.report_fd is not None:
-                os.close(self.report_fd)
-                self.report_fd = None
+            self._close_report_fifo()
 
     # -- ending the run ---------------------------------------------------------------------
 
@@ -533,9 +605,11 @@ class Watch:
         choice = self.options.debugger
         if choice != "auto":
             return choice
+        from lab import debuggers
+
         for name in ("gdb", "lldb"):
-            if shutil.which(name):
-                return "gdb" if name == "gdb" else "none"
+            if shutil.which(name) and name in debuggers.DRIVERS:
+                return name
         self.progress.stage("debugger", "none found (auto): the verdict stands on /proc alone")
         return "none"
 
@@ -551,7 +625,8 @@ class Watch:
         if fork_s is not None:
             timings["fork_to_verdict_s"] = round(self.verdict_at - fork_s, 4)
         if lead is not None and lead.watch.first_blocked_at is not None:
-            timings["blocked_to_verdict_s"] = round(self.verdict_at - lead.watch.first_blocked_at, 4)
+            blocked_at = lead.watch.first_blocked_at
+            timings["blocked_to_verdict_s"] = round(self.verdict_at - blocked_at, 4)
             if fork_s is not None:
                 timings["fork_to_blocked_s"] = round(lead.watch.first_blocked_at - fork_s, 4)
 

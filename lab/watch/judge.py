@@ -20,8 +20,10 @@ from lab.evidence import ThreadState
 STABLE_S = 0.1
 MIN_SAMPLES = 3
 
-# A process spins when it uses this share of a core over the last SPIN_WINDOW_S.
-SPIN_SHARE = 0.5
+# A process spins when its CPU time rose in each of the last SPIN_INTERVALS sample intervals
+# (at 20 ms a sample, a busy thread gains about 2 ticks of 10 ms each); the share reported is
+# over the last SPIN_WINDOW_S.
+SPIN_INTERVALS = 3
 SPIN_WINDOW_S = 1.0
 HISTORY = 64  # samples kept per process (about 1.3 s at the 20 ms poll interval)
 
@@ -121,28 +123,28 @@ def describe_wait(thread: ThreadState) -> str:
 def describe_unfinished(watch: DeadlockWatch) -> str:
     """Describe a process that has not finished: spinning (livelock) or blocked, and where.
 
-    Spinning means it burns CPU now: at least ``SPIN_SHARE`` of a core over the samples of the
-    last ``SPIN_WINDOW_S``, or a thread running in each of the last two samples. Start-up work
-    before the window does not count.
+    Spinning means busy *now*: a thread running in the last sample, or CPU time rising in each
+    of the last ``SPIN_INTERVALS`` sample intervals. Start-up work before that does not count.
     """
     if not watch.history:
         return "not finished; no sample was taken"
     t1, last = watch.history[-1]
-    window = [(t, threads) for t, threads in watch.history if t1 - t <= SPIN_WINDOW_S]
-    t0, first = window[0]
-    before = {t.tid: t.cpu_ticks or 0 for t in first}
-    used = {t.tid: (t.cpu_ticks or 0) - before.get(t.tid, t.cpu_ticks or 0) for t in last}
-    share = sum(used.values()) / 100.0 / (t1 - t0) if t1 > t0 else 0.0  # USER_HZ is 100
-    running_now = {t.tid for t in last if t.state == "R"}
-    if len(window) >= 2:
-        running_now &= {t.tid for t in window[-2][1] if t.state == "R"}
-    if share >= SPIN_SHARE or running_now:
-        busy = [t for t in last if used.get(t.tid, 0) > 0 or t.tid in running_now]
+    recent = watch.history[-(SPIN_INTERVALS + 1):]
+
+    def ticks(threads):
+        return sum(t.cpu_ticks or 0 for t in threads)
+
+    rising = len(recent) > SPIN_INTERVALS and all(
+        ticks(b) > ticks(a) for (_, a), (_, b) in zip(recent, recent[1:]))
+    running = [t for t in last if t.state == "R"]
+    if rising or running:
+        window = [(t, th) for t, th in watch.history if t1 - t <= SPIN_WINDOW_S]
+        t0, first = window[0]
+        share = (ticks(last) - ticks(first)) / 100.0 / (t1 - t0) if t1 > t0 else 0.0
+        busy = running or last
         names = ", ".join(f"{t.tid} ({t.name})" for t in busy[:4])
-        return (
-            f"livelock: spinning, not blocked — {len(busy)} thread(s) running ({names}), "
-            f"about {share:.0%} of a CPU over the last {t1 - t0:.2f} s"
-        )
+        return (f"livelock: spinning, not blocked — busy thread(s) {names}, about {share:.0%} "
+                f"of a CPU over the last {t1 - t0:.2f} s")
     waits = sorted({describe_wait(t) for t in last})
     return "blocked, not a proven deadlock: " + "; ".join(waits)
 

@@ -1,0 +1,46 @@
+"""``lab run --trials N``: N independent trials of one cell, tallied. Never retried."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+from lab.progress import Progress
+from lab.runner import run_scenario
+
+
+def run_trials(scenario: str, launcher: str, trials: int, *, debugger: str = "none",
+               timeout: float | None = None, out_base: Path = Path("crash_dumps"),
+               quiet: bool = False, strace: bool = False, on_trial=None) -> dict:
+    """Run ``trials`` independent runs; return the tally document.
+
+    ``rate`` is the share of trials whose observed verdict equals the expected one, and
+    ``verdict`` the most frequent verdict. A trial that does not reproduce is counted, not
+    retried: the rate is the result.
+    """
+    runs = []
+    expected = None
+    for index in range(1, trials + 1):
+        started = time.monotonic()
+        evidence = run_scenario(scenario, launcher, debugger=debugger, timeout=timeout,
+                                out_base=out_base, progress=Progress(enabled=not quiet),
+                                strace=strace)
+        expected = evidence.expected
+        runs.append({"trial": index, "verdict": evidence.verdict,
+                     "seconds": round(time.monotonic() - started, 3),
+                     "detect_s": evidence.detect_s,
+                     "evidence": str(Path(evidence.evidence_dir) / "evidence.json")})
+        if on_trial is not None:
+            on_trial(index, trials, runs[-1])
+    counts = Counter(run["verdict"] for run in runs)
+    return {
+        "scenario": scenario,
+        "launcher": launcher,
+        "expected": expected,
+        "trials": trials,
+        "counts": dict(counts),
+        "rate": round(sum(run["verdict"] == expected for run in runs) / trials, 4),
+        "verdict": counts.most_common(1)[0][0],
+        "runs": runs,
+    }
