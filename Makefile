@@ -20,6 +20,14 @@ export LAB_CRASH_DUMPS := $(CRASH_DUMPS)
 RUN ?= $(patsubst %/,%,$(lastword $(sort $(wildcard $(CRASH_DUMPS)/*/))))
 # `make bench QUICK=1` runs the short benchmark.
 QUICK ?=
+# `make soak SOAK_RUNS=N`: how many runs the soak test makes.
+SOAK_RUNS ?= 200
+# `make matrix TRIALS=2 ONLY='python-lock-*'`: fewer trials, some cells (SCENARIO/LAUNCHER
+# patterns); MATRIX_RESULTS / MATRIX_DOCS: write results/*.json and the docs elsewhere.
+TRIALS ?=
+ONLY ?=
+MATRIX_RESULTS ?=
+MATRIX_DOCS ?=
 
 HOST_OS := $(shell uname -s 2>/dev/null || echo unknown)
 ifeq ($(HOST_OS),Linux)
@@ -43,7 +51,9 @@ CMD_demo-strace := -m lab run chromadb-tokio --launcher fork --debugger none --s
 CMD_demo-fixed-spawn := -m lab run chromadb-tokio --launcher mp-spawn
 CMD_demo-fixed-forkserver := -m lab run chromadb-tokio --launcher mp-forkserver
 CMD_celery := -m lab.celery_lab
-CMD_matrix := -m lab matrix
+CMD_matrix = -m lab matrix$(if $(TRIALS), --trials $(TRIALS))$(if $(ONLY), --only '$(ONLY)')$(if \
+  $(MATRIX_RESULTS), --results-dir $(MATRIX_RESULTS))$(if $(MATRIX_DOCS), --docs-dir \
+  $(MATRIX_DOCS))
 CMD_report = -m lab report $(RUN)
 CMD_bench = -m lab bench$(if $(QUICK), --quick)
 CMD_test := -m pytest -q
@@ -60,7 +70,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help venv gdb lldb strace native-check docker-check demo-gdb demo-lldb demo-crash \
-	demo-strace demo-fixed celery matrix report bench test lint build shell down clean
+	demo-strace demo-fixed celery matrix report bench soak test lint build shell down clean
 
 help:  ## list the targets (the default)
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -136,6 +146,9 @@ report: $(call native,)  ## a report of one run (RUN=crash_dumps/<run-id>; defau
 
 bench: $(call native,)  ## measure detection times (QUICK=1 for a short run)
 	$(call docker_or,shell make bench QUICK=$(QUICK),$(PY) $(CMD_bench))
+
+soak: $(call native,)  ## chromadb-tokio 200 times in one lab process; report leaked fds, processes, temp dirs
+	$(call docker_or,shell make soak SOAK_RUNS=$(SOAK_RUNS),$(PY) -m lab.soak --runs $(SOAK_RUNS))
 
 lint: $(call native,)  ## ruff on the code, hadolint on the Dockerfile, compose.yml schema and policy
 ifeq ($(DOCKER),1)

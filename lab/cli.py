@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -54,6 +55,20 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
+def _capture_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debugger-timeout", type=_positive, metavar="S",
+                        help="seconds the whole debugger capture may take (default 120)")
+    parser.add_argument("--gcore", action="store_true",
+                        help="also write a core file of the culprit with gcore, when small")
+    parser.add_argument("--gcore-limit", type=_positive, metavar="MB", default=1024.0,
+                        help="largest core --gcore writes, estimated first (default 1024)")
+
+
+def _capture_kwargs(args) -> dict:
+    return {"debugger_timeout": args.debugger_timeout,
+            "gcore_limit_mb": args.gcore_limit if args.gcore else None}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lab", description="Reproduce, catch and explain fork/thread "
                      "crashes.", epilog=EPILOG,
@@ -72,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strace", action="store_true",
                      help="run under strace -f and keep the blocked process's last syscalls")
     run.add_argument("--trials", type=_count, help="run N independent trials; print the tally")
+    _capture_options(run)
+    run.add_argument("--python", help="run the scenario in this interpreter (e.g. python3.12, "
+                     "to see CPython's fork DeprecationWarning); default: the lab's own")
     run.add_argument("--pool", help="celery-chromadb only: the Celery pool (prefork, solo, "
                      "threads, gevent, eventlet)")
     run.add_argument("--fix", default="none", help="celery-chromadb only: none, "
@@ -84,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--out", help="evidence base directory (default crash_dumps/)")
     watch.add_argument("--quiet", action="store_true",
                        help="no progress lines, no echo of the processes' output")
+    _capture_options(watch)
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     parse = sub.add_parser("parse", help="read a saved debugger transcript into an evidence "
@@ -94,6 +113,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list the scenarios")
     lst.add_argument("--json", action="store_true")
+
+    mat = sub.add_parser("matrix", help="every scenario × launcher, N trials each: "
+                         "results/<platform>.json, docs/RESULTS.md, docs/matrix.png")
+    mat.add_argument("--trials", type=_count, default=5, help="trials per cell (default 5)")
+    mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
+                     "comma-separated (e.g. 'chromadb-tokio/*,*/mp-spawn')")
+    mat.add_argument("--debugger", choices=DEBUGGERS, default="none")
+    mat.add_argument("--timeout", type=_positive, help="seconds before an unfinished run is a "
+                     "hang (default: each scenario's own)")
+    mat.add_argument("--out", help="evidence base directory (default crash_dumps/)")
+    mat.add_argument("--json", action="store_true", help="print the results document")
+    merge = mat.add_subparsers(dest="matrix_command", parser_class=_Parser).add_parser(
+        "merge", help="combine results/*.json of several platforms and render "
+        "docs/RESULTS.md and docs/matrix.png")
+    merge.add_argument("--json", action="store_true", help="print the merged document")
+    merge.add_argument("files", nargs="+", metavar="RESULTS.json")
+    mat.add_argument("--results-dir", default="results")
+    for each, default in ((mat, None), (merge, argparse.SUPPRESS)):
+        # SUPPRESS: `matrix --docs-dir X merge` keeps X instead of merge's own default
+        each.add_argument("--docs-dir", default=default or "docs")
+        each.add_argument("--recorded", default=default, help="a recorded LLDB transcript "
+                          "shown as the macOS cell ('none': no recorded cell)")
+
+    rep = sub.add_parser("report", help="write RUN_DIR/report.md, a bug report of one run")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--results-dir", default="results",
+                     help="where the matrix results are (for the fix that worked)")
+
+    bench = sub.add_parser("bench", help="measure time to verdict, cost of evidence and of the "
+                           "fixes, scaling; write results/bench-<platform>.json, docs/BENCH.md")
+    bench.add_argument("--quick", action="store_true", help="a short run (minutes to seconds), "
+                       "written as results/bench-<platform>-quick.json, results/BENCH-quick.md")
+    bench.add_argument("--results", default="results", help="directory of the JSON")
+    bench.add_argument("--docs", default="docs", help="directory of BENCH.md and bench.png")
     return parser
 
 
@@ -155,7 +208,8 @@ def _cmd_watch(args) -> int:
     if not cmd:
         raise BadInput("no command given: python -m lab watch [OPTIONS] -- CMD [ARGS...]")
     options = WatchOptions(argv=cmd, timeout=args.timeout, debugger=args.debugger,
-                           out_base=_out_base(args), echo_output=not args.quiet)
+                           out_base=_out_base(args), echo_output=not args.quiet,
+                           **_capture_kwargs(args))
     evidence = Watch(options, Progress(enabled=not args.quiet)).run()
     if args.json:
         sys.stdout.write(evidence.to_json())
@@ -186,7 +240,7 @@ def _cmd_run(args) -> int:
 
         tally = run_trials(args.scenario, args.launcher, args.trials, debugger=args.debugger,
                            timeout=args.timeout, out_base=_out_base(args), quiet=args.quiet,
-                           strace=args.strace)
+                           strace=args.strace, python=args.python, **_capture_kwargs(args))
         if args.json:
             sys.stdout.write(json.dumps(tally, indent=2) + "\n")
         else:
@@ -195,7 +249,7 @@ def _cmd_run(args) -> int:
         return 0 if tally["rate"] == 1.0 else RUN_MISMATCH_STATUS
     evidence = run_scenario(args.scenario, args.launcher, debugger=args.debugger,
                             timeout=args.timeout, out_base=_out_base(args), progress=progress,
-                            strace=args.strace)
+                            strace=args.strace, python=args.python, **_capture_kwargs(args))
     if args.json:
         sys.stdout.write(evidence.to_json())
     if evidence.verdict == evidence.expected:
@@ -225,13 +279,82 @@ def _cmd_run_celery(args, progress: Progress) -> int:
     return RUN_MISMATCH_STATUS
 
 
+def _recorded(args) -> Path | None:
+    from lab.matrix.recorded import DEFAULT_SOURCE
+
+    if args.recorded is None:
+        return DEFAULT_SOURCE  # shown when it exists; nothing is claimed when it does not
+    if args.recorded.lower() == "none":
+        return None
+    if not Path(args.recorded).is_file():
+        raise BadInput(f"--recorded: no such file: {args.recorded}")
+    return Path(args.recorded)
+
+
+def _cmd_matrix(args) -> int:
+    from lab import redact
+    from lab.matrix import merge as matrix_merge
+
+    if args.matrix_command == "merge":
+        skipped: list[str] = []
+        docs = matrix_merge.load_all([Path(f) for f in args.files], skipped)
+        for note in skipped:
+            sys.stderr.write(f"lab: matrix merge: skipped: {note}\n")
+        merged = matrix_merge.merge(docs, _recorded(args))
+        md, png = matrix_merge.write_docs(merged, Path(args.docs_dir))
+        if args.json:
+            sys.stdout.write(json.dumps(merged, indent=2) + "\n")
+        states = ", ".join(f"{p['id']} ({p['state']})" for p in merged["platforms"])
+        sys.stderr.write(f"lab: matrix merge: {len(docs)} file(s); {states}; wrote {md} and "
+                         f"{png}\n")
+        return 0
+    from lab.matrix.run import MatrixOptions, run_matrix
+
+    recorded = _recorded(args)
+    doc = run_matrix(MatrixOptions(
+        trials=args.trials, only=args.only, debugger=args.debugger, timeout=args.timeout,
+        out_base=_out_base(args), results_dir=Path(args.results_dir),
+        docs_dir=Path(args.docs_dir),
+        command=shlex.join(redact.argv(["python", "-m", "lab", *(sys.argv[1:])]))))
+    files = matrix_merge.platform_files(Path(args.results_dir))
+    merged = matrix_merge.merge(matrix_merge.load_all(files, []), recorded)
+    md, png = matrix_merge.write_docs(merged, Path(args.docs_dir))
+    sys.stderr.write(f"lab: matrix: wrote {md} and {png} ({len(files)} platform file(s))\n")
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    bad = [r for r in doc["rows"] if r["status"] == "error" or
+           (r["status"] == "run" and r["rate"] != 1.0)]
+    for row in bad:
+        sys.stderr.write(f"lab: matrix: {row['scenario']}/{row['launcher']}: expected "
+                         f"{row['expected']}, observed {row['counts']}"
+                         f"{' (' + row['why'] + ')' if row['why'] else ''}\n")
+    return RUN_MISMATCH_STATUS if bad else 0
+
+
+def _cmd_report(args) -> int:
+    from lab.report import write_report
+
+    path = write_report(Path(args.run_dir), Path(args.results_dir))
+    sys.stdout.write(f"{path}\n")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from lab.bench.suite import run_bench
+
+    paths = run_bench(args.quick, Path(args.results), Path(args.docs), Progress())
+    sys.stdout.write(f"{paths.json}\n{paths.markdown}\n{paths.image}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         _install_signal_handlers()
         args = build_parser().parse_args(argv)
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
-                   "parse": _cmd_parse}[args.command]
+                   "parse": _cmd_parse, "matrix": _cmd_matrix,
+                   "report": _cmd_report, "bench": _cmd_bench}[args.command]
         return handler(args)
     except LabError as exc:
         if exc.evidence is not None and getattr(args, "json", False):

@@ -150,6 +150,7 @@ class Evidence:
     warnings: list[dict[str, Any]] = field(default_factory=list)  # e.g. CPython's fork warning
     strace: dict[str, Any] | None = None  # with --strace: file, pid, tail of the blocked one
     forensics: list[dict[str, Any]] = field(default_factory=list)  # orphaned-lock findings
+    core: dict[str, Any] | None = None  # with --gcore: the core file, or why none was written
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,6 +58,10 @@ def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
     python_threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
     mapped = _mapped_objects(pid)
     result = []
+    if not os.path.isdir(f"/proc/{pid}/task"):  # macOS: no /proc, Python's threads only
+        return me, [ThreadAtFork(tid=tid, name=name, library="a Python thread (no /proc here: "
+                                 "native threads are not listed)")
+                    for tid, name in python_threads.items() if tid != me]
     for entry in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
         tid = int(entry)
         if tid == me:

@@ -50,11 +50,14 @@ def summary_markdown(evidence: Evidence) -> str:
     out.append(f"- command: `{' '.join(evidence.command)}`")
     if evidence.launcher:
         out.append(f"- launcher: `{evidence.launcher}`")
-    out.append(f"- platform: {p.system} {p.machine}, Python {p.python}, {p.libc}")
+    out.append(f"- platform: {p.system or '?'} {p.machine or '?'}, Python {p.python or '?'}, "
+               f"{p.libc or 'libc ?'}")
     versions = ", ".join(f"{k} {v}" for k, v in p.packages.items())
-    out.append(f"- packages: {versions}")
-    out.append(f"- watched with: {evidence.watch_mode}" +
-               (f" ({evidence.watch_note})" if evidence.watch_note else ""))
+    if versions:
+        out.append(f"- packages: {versions}")
+    if evidence.watch_mode:
+        out.append(f"- watched with: {evidence.watch_mode}" +
+                   (f" ({evidence.watch_note})" if evidence.watch_note else ""))
     if evidence.detect_s is not None:
         out.append(f"- verdict after {evidence.detect_s:.3f} s from launch")
     for key, value in evidence.timings.items():
@@ -75,7 +78,8 @@ def summary_markdown(evidence: Evidence) -> str:
 
     culprit = _culprit(evidence)
     if culprit and culprit.threads:
-        out.append(f"## What PID {culprit.pid} is blocked in (from /proc)\n")
+        source = "from /proc" if evidence.watch_mode else "from the transcript"
+        out.append(f"## What PID {culprit.pid} is blocked in ({source})\n")
         out.extend(_blocking_calls(culprit))
         out.append("")
 
@@ -88,6 +92,18 @@ def summary_markdown(evidence: Evidence) -> str:
         out.append("|---|---|---|")
         for t in evidence.parent.threads_at_fork:
             out.append(f"| {t.tid} | `{t.name}` | {t.library} |")
+        out.append("")
+
+    if evidence.forensics:
+        out.append("## Whose lock is it (read from the child's memory)\n")
+        out.extend(f"- {finding['summary']}" for finding in evidence.forensics)
+        out.append("")
+
+    if evidence.warnings:
+        out.append("## Warnings the processes raised\n")
+        for warning in evidence.warnings:
+            out.append(f"- PID {warning.get('pid')}: {warning.get('category', 'Warning')}: "
+                       f"{warning.get('message')}")
         out.append("")
 
     dbg = evidence.debugger

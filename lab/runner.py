@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lab import launchers, scenarios
+from lab import interpreters, launchers, scenarios
 from lab.errors import BadInput
 from lab.evidence import Evidence
 from lab.progress import Progress
@@ -18,14 +18,25 @@ from lab.watch.engine import Watch, WatchOptions
 
 def run_scenario(name: str, launcher: str = "fork", *, debugger: str = "auto",
                  timeout: float | None = None, out_base: Path = Path("crash_dumps"),
-                 progress: Progress | None = None, strace: bool = False) -> Evidence:
-    """Run scenario ``name`` once; return its evidence. Raises LabError for bad input."""
+                 progress: Progress | None = None, strace: bool = False,
+                 python: str | None = None, debugger_timeout: float | None = None,
+                 gcore_limit_mb: float | None = None) -> Evidence:
+    """Run scenario ``name`` once; return its evidence. Raises LabError for bad input.
+
+    ``python``: another interpreter to run the scenario in (e.g. a CPython 3.12 to see its
+    fork DeprecationWarning); it must be able to import the scenario's packages.
+    """
     scenario = scenarios.get(name)
     launchers.get(launcher)
     if launcher not in scenario.expected:
         raise BadInput(f"scenario {name!r} does not run under launcher {launcher!r}; "
                        f"it runs under: {', '.join(scenario.expected)}")
-    missing = scenario.missing()
+    interpreter, version = sys.executable, None
+    if python is not None:
+        interpreter, version, absent = interpreters.probe(python, scenario.requires)
+        missing = absent
+    else:
+        missing = scenario.missing()
     if missing:
         raise scenarios.MissingPackage(
             f"scenario {name!r} needs {', '.join(missing)}, not installed here",
@@ -34,7 +45,7 @@ def run_scenario(name: str, launcher: str = "fork", *, debugger: str = "auto",
     scratch = tempfile.mkdtemp(prefix=f"lab-{run_id}-")
     env = {**os.environ, **scenario.env, "LAB_SCRATCH_DIR": scratch}
     options = WatchOptions(
-        argv=[sys.executable, "-m", "lab.scenarios.host", name, "--launcher", launcher],
+        argv=[interpreter, "-m", "lab.scenarios.host", name, "--launcher", launcher],
         timeout=timeout or scenario.default_timeout,
         debugger=debugger,
         out_base=out_base,
@@ -46,6 +57,9 @@ def run_scenario(name: str, launcher: str = "fork", *, debugger: str = "auto",
         env=env,
         cwd=str(Path(__file__).resolve().parents[1]),
         strace=strace,
+        target_python=version,
+        debugger_timeout=debugger_timeout,
+        gcore_limit_mb=gcore_limit_mb,
         echo_output=progress is None or progress.enabled,
     )
     try:

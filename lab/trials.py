@@ -12,7 +12,8 @@ from lab.runner import run_scenario
 
 def run_trials(scenario: str, launcher: str, trials: int, *, debugger: str = "none",
                timeout: float | None = None, out_base: Path = Path("crash_dumps"),
-               quiet: bool = False, strace: bool = False, on_trial=None) -> dict:
+               quiet: bool = False, strace: bool = False, python: str | None = None,
+               on_trial=None, **run_options) -> dict:
     """Run ``trials`` independent runs; return the tally document.
 
     ``rate`` is the share of trials whose observed verdict equals the expected one, and
@@ -25,7 +26,7 @@ def run_trials(scenario: str, launcher: str, trials: int, *, debugger: str = "no
         started = time.monotonic()
         evidence = run_scenario(scenario, launcher, debugger=debugger, timeout=timeout,
                                 out_base=out_base, progress=Progress(enabled=not quiet),
-                                strace=strace)
+                                strace=strace, python=python, **run_options)
         expected = evidence.expected
         runs.append({"trial": index, "verdict": evidence.verdict,
                      "seconds": round(time.monotonic() - started, 3),

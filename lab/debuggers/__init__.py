@@ -8,7 +8,7 @@ from types import ModuleType
 from lab.errors import BadInput
 
 # Imported on first use: a driver pulls in its debugger's client library.
-DRIVERS = {"gdb": "lab.debuggers.gdb"}
+DRIVERS = {"gdb": "lab.debuggers.gdb", "lldb": "lab.debuggers.lldb"}
 
 
 def get(name: str) -> ModuleType:

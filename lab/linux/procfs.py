@@ -40,12 +40,14 @@ class ProcStat:
     utime: int
     stime: int
     exit_code: int | None  # wait-status form; readable only while a zombie (Linux >= 3.5)
+    session: int = 0
 
 
 def stat(pid: int, tid: int | None = None) -> ProcStat:
     path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     f = _stat_fields(path)
-    # f[0]=pid f[1]=comm f[2]=state f[3]=ppid ... f[13]=utime f[14]=stime ... f[51]=exit_code
+    # f[0]=pid f[1]=comm f[2]=state f[3]=ppid f[5]=session ... f[13]=utime f[14]=stime ...
+    # f[51]=exit_code (proc(5))
     exit_code = int(f[51]) if len(f) > 51 else None
     return ProcStat(
         pid=int(f[0]),
@@ -55,6 +57,7 @@ def stat(pid: int, tid: int | None = None) -> ProcStat:
         utime=int(f[13]),
         stime=int(f[14]),
         exit_code=exit_code,
+        session=int(f[5]),
     )
 
 

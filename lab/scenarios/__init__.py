@@ -56,6 +56,17 @@ SCENARIOS = {
     "pickle-by-path": "lab.scenarios.pickling:PICKLE_BY_PATH",
     "pool-silent-zero": "lab.scenarios.pickling:POOL_SILENT_ZERO",
     "pool-plain-results": "lab.scenarios.pickling:POOL_PLAIN",
+    "breakpoint-trap": "lab.scenarios.breakpoint_trap",
+    # optional packages (pyproject extras `torch`, `optional`): skipped with a reason if absent
+    "openmp-threads": "lab.scenarios.torch_openmp:OPENMP_THREADS",
+    "openmp-threads-spin": "lab.scenarios.torch_openmp:OPENMP_SPIN",
+    "openmp-single-thread": "lab.scenarios.torch_openmp:OPENMP_SINGLE",
+    "tokenizers": "lab.scenarios.rust_pools:TOKENIZERS",
+    "tokenizers-parallelism-unset": "lab.scenarios.rust_pools:TOKENIZERS_UNSET",
+    "polars": "lab.scenarios.rust_pools:POLARS",
+    "kuzu": "lab.scenarios.kuzu_db:KUZU",
+    "kuzu-close-before-launch": "lab.scenarios.kuzu_db:KUZU_CLOSED",
+    "onnxruntime": "lab.scenarios.onnxruntime_pool:ONNXRUNTIME",
 }
 
 

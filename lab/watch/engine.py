@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import evidence as ev, redact
+from lab import evidence as ev, forensics, redact
 from lab.envinfo import platform_info
 from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, LabError
 from lab.linux import netlink, prctl, procfs
@@ -41,16 +41,32 @@ STRACE_FILE = "strace.txt"
 
 # Every tracked pid of every live watch, for the atexit backstop.
 _LIVE_PIDS: set[int] = set()
+_SESSIONS: set[int] = set()  # process groups the lab started (each command leads its own)
 
 
 @atexit.register
 def _kill_leftovers() -> None:
+    """The backstop when the lab dies of its own bug before its cleanup ran."""
     for pid in list(_LIVE_PIDS):
         for sig in (signal.SIGCONT, signal.SIGKILL):
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 break
+    for leader in list(_SESSIONS):  # what was forked after the last scan
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.killpg(leader, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+
+
+# CPython >= 3.12 (Modules/posixmodule.c, warn_about_fork_with_threads) counts the OS threads
+# alive at the moment of fork(): it cannot see a lock whose holder already exited, threads a
+# library starts after the fork, or which lock is at risk.
+FORK_WARNING_NOTE = ("CPython counts only the threads alive at the moment of fork(); a lock "
+                     "left held by a thread that already exited, or threads started later, "
+                     "draw no warning, and it does not say which lock is at risk")
 
 
 @dataclass
@@ -68,6 +84,9 @@ class WatchOptions:
     cwd: str | None = None
     echo_output: bool = True
     strace: bool = False  # run the command under strace -f; keep the blocked one's syscalls
+    target_python: str | None = None  # the version of the interpreter the target runs in
+    debugger_timeout: float | None = None  # the whole capture; None: the driver's default
+    gcore_limit_mb: float | None = None  # write a core of the culprit when below this size
 
 
 @dataclass
@@ -97,6 +116,8 @@ class Watch:
             expected=options.expected,
             evidence_dir=str(self.rundir.path),
         )
+        if options.target_python:
+            self.evidence.platform.python = options.target_python
         self.tracked: dict[int, Tracked] = {}
         self.connector: netlink.ProcessConnector | None = None
         self.proc: subprocess.Popen | None = None
@@ -118,9 +139,11 @@ class Watch:
             outcome = self._follow()
             self._judge(outcome)
             self._capture()
+            self._core()
         except Interrupted as exc:
+            reached = self.evidence.verdict
             self.evidence.verdict = Verdict.INTERRUPTED.value
-            self.evidence.error = str(exc)
+            self.evidence.error = str(exc) + (f" (after the verdict {reached})" if reached else "")
             self._stop_tree()
             self._finish()
             exc.evidence = self.evidence
@@ -177,6 +200,7 @@ class Watch:
         except PermissionError as exc:
             raise BadInput(f"command is not executable: {self.options.argv[0]}") from exc
         _LIVE_PIDS.add(self.proc.pid)
+        _SESSIONS.add(self.proc.pid)
         self._add(self.proc.pid, os.getpid())
         self._output_thread = threading.Thread(target=self._tee_output, daemon=True,
                                                name="lab-output")
@@ -219,6 +243,7 @@ class Watch:
             if item is lead:
                 record.verdict = Verdict.DEADLOCK.value
                 record.detail = judge.describe_deadlock(record.threads)
+                self._lock_forensics(pid, record)
             elif outcome == "timeout":
                 record.verdict = Verdict.HANG.value
                 record.detail = (f"not finished after --timeout {self.options.timeout:g} s; "
@@ -241,16 +266,33 @@ class Watch:
         self.progress.stage("verdict", f"{self.evidence.verdict}{where} after "
                             f"{self.evidence.detect_s:.3f} s")
 
+    def _lock_forensics(self, pid: int, record: ev.ProcessRecord) -> None:
+        """Whose lock is it: the owner TID of a glibc mutex the deadlocked child waits on."""
+        findings = forensics.orphaned_locks(pid, record.threads, self.evidence.parent,
+                                            record.ppid)
+        self.evidence.forensics.extend(findings)
+        for finding in findings:
+            if finding.get("orphaned"):
+                self.progress.stage("forensics", finding["summary"])
+
     def _exclude_tool_probes(self) -> None:
-        """strace forks probe children of its own (and SIGKILLs them): they are not judged."""
-        if not self.options.strace or self.proc is None:
-            return
-        command = self.options.argv[0]
+        """strace forks probe children of its own (and SIGKILLs them): they are not judged.
+
+        Whether the lab added strace (--strace) or the watched command is strace itself, a
+        probe is a child of strace that never exec'd: its argv is strace's own, or unreadable
+        (it was already a zombie when the lab first saw it).
+        """
+        argv_of = {item.record.pid: item.record.argv for item in self.tracked.values()}
+
+        def is_strace(argv: list[str]) -> bool:
+            return bool(argv) and os.path.basename(argv[0]) == "strace"
+
         for item in self.tracked.values():
             record = item.record
-            if record.ppid == self.proc.pid and not any(command in a for a in record.argv[:1]):
+            if (is_strace(argv_of.get(record.ppid or -1, []))
+                    and (not record.argv or is_strace(record.argv))):
                 record.verdict = None
-                record.detail = "strace's own probe process (part of the lab's tooling; not judged)"
+                record.detail = "strace's own probe process (part of the tooling; not judged)"
 
     def _apply_findings(self) -> None:
         """Fold in what /proc cannot see: a scenario's own finding, a swallowed exception."""
@@ -285,8 +327,13 @@ class Watch:
             from lab import debuggers
 
             driver = debuggers.get(name)
+            extra = ({"timeout": self.options.debugger_timeout}
+                     if self.options.debugger_timeout else {})
             info = driver.capture(target, self.rundir.path,
-                                  progress=lambda text: self.progress.stage("debugger", text))
+                                  progress=lambda text: self.progress.stage("debugger", text),
+                                  **extra)
+        except Interrupted:
+            raise
         except LabError as exc:
             self.evidence.debugger = ev.DebuggerInfo(name=name, pid=target, error=exc.line())
             if (self.rundir.path / f"{name}.txt").exists():
@@ -304,6 +351,22 @@ class Watch:
                             f"{sum(len(t.frames) for t in info.threads)} native frames, "
                             f"{sum(len(t.python_frames) for t in info.threads)} Python frames "
                             f"in {self.evidence.timings['debugger_s']:.2f} s")
+
+    def _core(self) -> None:
+        """With --gcore: a core of the culprit, after the debugger, within the size limit."""
+        target = self._debug_target()
+        if self.options.gcore_limit_mb is None or target is None or self.options.strace:
+            return
+        from lab.debuggers import gcore
+
+        self.progress.stage("core", f"gcore of PID {target} "
+                            f"(limit {self.options.gcore_limit_mb:g} MiB)")
+        self.evidence.core = gcore.dump(target, self.rundir.path, self.options.gcore_limit_mb)
+        self._write("core")
+        core = self.evidence.core
+        self.progress.stage("core", f"{core['file']}: {core['bytes']:,} bytes in "
+                            f"{core['seconds']:.2f} s" if "file" in core else
+                            core.get("skipped") or core.get("error", ""))
 
     def _strace_prefix(self) -> list[str]:
         import shutil
@@ -372,7 +435,6 @@ class Watch:
 
     def _discover(self) -> None:
         parents = [pid for pid, item in self.tracked.items() if not item.finished]
-        parents.append(os.getpid())  # orphans re-parented to us, the subreaper
         for parent in parents:
             try:
                 kids = procfs.children(parent)
@@ -381,6 +443,19 @@ class Watch:
             for kid in kids:
                 if kid not in self.tracked:
                     self._add(kid, parent)
+        # Orphans re-parented to us, the subreaper: ours only when they are in the command's
+        # session. A process that runs several watches in turn (trials, the matrix) may still
+        # have another watch's children, or children of its own, that are none of ours.
+        try:
+            adopted = procfs.children(os.getpid())
+        except procfs.Gone:
+            return
+        for kid in adopted - self.tracked.keys():
+            try:
+                if self.proc is not None and procfs.stat(kid).session == self.proc.pid:
+                    self._add(kid, os.getpid())
+            except procfs.Gone:
+                continue
 
     def _sample(self, pid: int, item: Tracked, now: float) -> bool:
         """Sample one live process; return True once it is proven deadlocked."""
@@ -475,6 +550,8 @@ class Watch:
             if kind in ("finding", "exception"):
                 self.findings.append(report)
             elif kind == "warning":
+                if "use of fork() may lead to deadlocks" in str(report.get("message")):
+                    report["note"] = FORK_WARNING_NOTE
                 self.evidence.warnings.append(report)
             if kind == "fork" and self.evidence.parent.pid is None:
                 self.evidence.parent = ev.ParentInfo(
@@ -530,12 +607,14 @@ class Watch:
         self._signal_group(signal.SIGKILL)
         self._wait_gone(KILL_DEADLINE_S)
         self._reap_everything()
+        self._wait_reaped(KILL_DEADLINE_S)
         if self.connector:
             self._drain_events()
             self.connector.close()
             self.connector = None
         for pid in self.tracked:
             _LIVE_PIDS.discard(pid)
+        _SESSIONS.discard(self.proc.pid)
 
     def _live_pids(self) -> list[int]:
         self._discover()
@@ -566,6 +645,30 @@ class Watch:
                 return
             waitables = [self.connector] if self.connector else []
             select.select(waitables, [], [], POLL_INTERVAL_S)
+
+    def _wait_reaped(self, limit: float) -> None:
+        """Until no tracked process is left in /proc, even as a zombie: a dead grandchild
+        whose parent dies after it is re-parented to us, and must be reaped here, not by the
+        next watch this process runs."""
+        end = time.monotonic() + limit
+        while True:
+            self._reap_everything()
+            left = [pid for pid in self.tracked if self._still_ours(pid)]
+            if not left or time.monotonic() >= end:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            select.select([], [], [], POLL_INTERVAL_S)
+
+    def _still_ours(self, pid: int) -> bool:
+        """Does ``pid`` still exist as a process of the command's session (not a reused PID)?"""
+        try:
+            return self.proc is not None and procfs.stat(pid).session == self.proc.pid
+        except procfs.Gone:
+            return False
 
     def _reap_everything(self) -> None:
         while True:
