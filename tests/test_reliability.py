@@ -169,6 +169,22 @@ def test_ptrace_refused_because_another_tracer_holds_the_target(reaper, tmp_path
     _no_stopped_process_of_ours()
 
 
+@pytest.mark.skipif(not shutil.which("setpriv"), reason="setpriv (util-linux) is not installed")
+def test_ptrace_refused_without_the_capability_names_the_remedy(reaper, tmp_path):
+    # GIVEN the lab without CAP_SYS_PTRACE (dropped from its bounding set, as in a container
+    # without cap_add) and a deadlocked child that made itself non-dumpable
+    result = reaper.run(["setpriv", "--bounding-set", "-sys_ptrace", *LAB, "watch",
+                         "--debugger", "gdb", "--timeout", "3", "--out", str(tmp_path), "--",
+                         sys.executable, str(PROGRAMS / "undumpable_deadlock.py")], cwd=REPO)
+    # THEN the attach is refused in one line that says how to allow it, evidence kept
+    assert result.returncode == 6, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("lab: error:")]
+    assert "Operation not permitted" in error
+    assert "run as root" in error and "SYS_PTRACE" in error and "ptrace_scope" in error
+    assert _evidence(tmp_path)["debugger"]["error"]
+    _no_stopped_process_of_ours()
+
+
 # -- the lab's own crash ---------------------------------------------------------------------
 
 CRASHING_LAB = """
