@@ -13,7 +13,6 @@ its disassembly and the registers. The evidence goes to ``crash_dumps/<run-id>/`
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import shutil
 import signal
@@ -25,11 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import evidence as ev, redact, scenarios
+from lab import evidence as ev, redact, reports, scenarios
 from lab.debuggers import batch
 from lab.envinfo import platform_info
 from lab.errors import BadInput, DebuggerFailed, LabError, TargetExited
 from lab.progress import Progress
+from lab.reports import ReportChannel
 from lab.rundir import RunDir, new_run_id
 from lab.verdicts import Verdict
 
@@ -116,9 +116,7 @@ class _Catch:
         self.child: int | None = None
         self.child_record: ev.ProcessRecord | None = None
         self.scratch: str | None = None
-        self.fifo: int | None = None
-        self.fifo_keepalive: int | None = None
-        self._reports = b""
+        self.channel: ReportChannel | None = None
         self._tee: threading.Thread | None = None
         self.launched_at = 0.0
         self.attach_started = 0.0
@@ -147,9 +145,10 @@ class _Catch:
 
     def _launch(self) -> None:
         self.scratch = tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-")
+        self.channel = ReportChannel(self.scratch)
         env = {**os.environ, **self.scenario.env, "LAB_HOLD_CHILD": "1",
                "LAB_SCRATCH_DIR": self.scratch, "LAB_RUN_ID": self.rundir.run_id,
-               "LAB_REPORT_FIFO": self._open_fifo()}
+               reports.ENV_VAR: self.channel.path}
         self.evidence.environment = redact.environment(env)
         self.progress.stage("launch", " ".join(self.evidence.command) +
                             "  [the child stops itself before it runs the scenario]")
@@ -317,7 +316,9 @@ class _Catch:
         if self.host is not None:
             self._end_host()
         self._read_reports()
-        self._close_fifo()
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
         if self.scratch:
             shutil.rmtree(self.scratch, ignore_errors=True)
         self.evidence.stages = list(self.progress.stages)
@@ -351,40 +352,13 @@ class _Catch:
 
     # -- reports, output, evidence ----------------------------------------------------------
 
-    def _open_fifo(self) -> str:
-        path = os.path.join(self.scratch, "reports")
-        os.mkfifo(path, 0o600)
-        self.fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        # Our own writer keeps the FIFO from reading as EOF between the scenario's writes.
-        self.fifo_keepalive = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        return path
-
-    def _close_fifo(self) -> None:
-        for fd in (self.fifo, self.fifo_keepalive):
-            if fd is not None:
-                os.close(fd)
-        self.fifo = self.fifo_keepalive = None
-
     def _read_reports(self) -> None:
         """Fold the scenario's reports (threads at fork, warnings) into the evidence."""
-        while self.fifo is not None:
-            try:
-                chunk = os.read(self.fifo, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._reports += chunk
-        *lines, self._reports = self._reports.split(b"\n")
-        for line in lines:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
+        if self.channel is None:
+            return
+        for report in self.channel.read():
             if report.get("event") == "fork" and self.evidence.parent.pid is None:
-                self.evidence.parent = ev.ParentInfo(
-                    pid=report["pid"], forking_tid=report.get("tid"),
-                    threads_at_fork=[ev.ThreadAtFork(**t) for t in report["threads"]])
+                self.evidence.parent = reports.parent_info(report)
                 names = [t.name for t in self.evidence.parent.threads_at_fork]
                 self.progress.stage("fork", f"PID {report['pid']} forked; threads the child "
                                     f"does not inherit: {', '.join(names) or 'none'}")

@@ -171,3 +171,24 @@ def test_table_marks_a_mismatch_and_shows_a_skip():
     assert "0.14 s" in text[2] and "10/20 s" in text[2] and "MISMATCH" not in text[2]
     assert "skipped: needs eventlet" in text[3] and "MISMATCH" not in text[3]
     assert text[4].endswith("FAILURE  <-- MISMATCH")
+
+
+def test_main_cli_runs_one_pool(reaper, tmp_path):
+    # GIVEN `lab run celery-chromadb --pool prefork` (the command line)
+    result = reaper.lab("run", "celery-chromadb", "--pool", "prefork", "--debugger", "none",
+                        "--json", "--quiet", "--out", str(tmp_path))
+    # THEN it exits 0 because the pool child's deadlock is the expected verdict
+    assert result.returncode == 0, result.stderr
+    evidence = json.loads(result.stdout)
+    assert (evidence["launcher"], evidence["verdict"]) == ("celery-prefork", "deadlock")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--pool", "nope"], "unknown pool"),
+    (["--pool", "prefork", "--fix", "nope"], "nope"),
+    (["--pool", "prefork", "--trials", "2"], "--trials"),
+], ids=["pool=unknown", "fix=unknown", "trials"])
+def test_main_cli_bad_celery_input_is_one_line(reaper, args, needle):
+    result = reaper.lab("run", "celery-chromadb", *args)
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and "Traceback" not in result.stderr

@@ -11,22 +11,23 @@ SIGTERM, SIGKILL) and reaped before ``run`` returns or raises.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import evidence as ev, forensics, redact
+from lab import evidence as ev, forensics, redact, reports
 from lab.envinfo import platform_info
 from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, LabError
 from lab.linux import netlink, prctl, procfs
 from lab.progress import Progress
+from lab.reports import ReportChannel
 from lab.rundir import RunDir
 from lab.verdicts import Verdict, worst
 from lab.watch import judge
@@ -59,14 +60,6 @@ def _kill_leftovers() -> None:
                 os.killpg(leader, sig)
             except (ProcessLookupError, PermissionError):
                 break
-
-
-# CPython >= 3.12 (Modules/posixmodule.c, warn_about_fork_with_threads) counts the OS threads
-# alive at the moment of fork(): it cannot see a lock whose holder already exited, threads a
-# library starts after the fork, or which lock is at risk.
-FORK_WARNING_NOTE = ("CPython counts only the threads alive at the moment of fork(); a lock "
-                     "left held by a thread that already exited, or threads started later, "
-                     "draw no warning, and it does not say which lock is at risk")
 
 
 @dataclass
@@ -121,8 +114,7 @@ class Watch:
         self.tracked: dict[int, Tracked] = {}
         self.connector: netlink.ProcessConnector | None = None
         self.proc: subprocess.Popen | None = None
-        self.report_fd: int | None = None
-        self._report_buffer = b""
+        self.channel: ReportChannel | None = None
         self.reports: list[dict] = []
         self.findings: list[dict] = []
         self.launched_at: float | None = None
@@ -181,7 +173,9 @@ class Watch:
         env["LAB_RUN_ID"] = self.rundir.run_id
         self.evidence.environment = redact.environment(env)
         if self.options.side_channel:
-            env["LAB_REPORT_FIFO"] = self._open_report_fifo()
+            self.channel = ReportChannel(
+                tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-"), owns_directory=True)
+            env[reports.ENV_VAR] = self.channel.path
         argv = list(self.options.argv)
         if self.options.strace:
             argv = self._strace_prefix() + argv
@@ -228,7 +222,8 @@ class Watch:
             if now >= deadline:
                 self.verdict_at = now
                 return "timeout"
-            waitables = [fd for fd in (self.connector, self.report_fd) if fd is not None]
+            waitables = [fd for fd in (self.connector, self.channel and self.channel.fd)
+                         if fd is not None]
             select.select(waitables, [], [], min(POLL_INTERVAL_S, max(0.0, deadline - now)))
 
     def _judge(self, outcome: str) -> None:
@@ -506,59 +501,18 @@ class Watch:
 
     # -- side channel and output ------------------------------------------------------------
 
-    def _open_report_fifo(self) -> str:
-        import tempfile
-
-        self._fifo_dir = tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-")
-        path = os.path.join(self._fifo_dir, "reports")
-        os.mkfifo(path, 0o600)
-        self.report_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        # Our own writer keeps the FIFO from reading as EOF between the scenario's writers.
-        self._fifo_keepalive = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        return path
-
-    def _close_report_fifo(self) -> None:
-        import shutil
-
-        for fd in (self.report_fd, getattr(self, "_fifo_keepalive", None)):
-            if fd is not None:
-                os.close(fd)
-        self.report_fd = self._fifo_keepalive = None
-        if getattr(self, "_fifo_dir", None):
-            shutil.rmtree(self._fifo_dir, ignore_errors=True)
-            self._fifo_dir = None
-
     def _read_reports(self) -> None:
-        if self.report_fd is None:
+        if self.channel is None:
             return
-        while True:
-            try:
-                chunk = os.read(self.report_fd, 65536)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._report_buffer += chunk
-        *lines, self._report_buffer = self._report_buffer.split(b"\n")
-        for line in lines:
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
+        for report in self.channel.read():
             self.reports.append(report)
             kind = report.get("event")
             if kind in ("finding", "exception"):
                 self.findings.append(report)
             elif kind == "warning":
-                if "use of fork() may lead to deadlocks" in str(report.get("message")):
-                    report["note"] = FORK_WARNING_NOTE
                 self.evidence.warnings.append(report)
             if kind == "fork" and self.evidence.parent.pid is None:
-                self.evidence.parent = ev.ParentInfo(
-                    pid=report["pid"],
-                    forking_tid=report.get("tid"),
-                    threads_at_fork=[ev.ThreadAtFork(**t) for t in report["threads"]],
-                )
+                self.evidence.parent = reports.parent_info(report)
                 vanished = [t.name for t in self.evidence.parent.threads_at_fork]
                 self.progress.stage("fork", f"PID {report['pid']} forked; threads the child "
                                     f"does not inherit: {', '.join(vanished) or 'none'}")
@@ -580,9 +534,10 @@ class Watch:
         if self.proc is not None and self.proc.stdout is not None and not (
                 self._output_thread and self._output_thread.is_alive()):
             self.proc.stdout.close()
-        if self.report_fd is not None:
+        if self.channel is not None:
             self._read_reports()
-            self._close_report_fifo()
+            self.channel.close()
+            self.channel = None
 
     # -- ending the run ---------------------------------------------------------------------
 
