@@ -30,7 +30,7 @@ from lab.envinfo import platform_info
 from lab.errors import BadInput, DebuggerFailed, LabError, TargetExited
 from lab.progress import Progress
 from lab.reports import ReportChannel
-from lab.rundir import RunDir, new_run_id
+from lab.rundir import RunDir, new_run_id, tee_output
 from lab.verdicts import Verdict
 
 DRIVERS = {"lldb": "lab.debuggers.lldb", "gdb": "lab.debuggers.gdb_batch"}
@@ -367,14 +367,7 @@ class _Catch:
 
     def _tee_output(self) -> None:
         assert self.host is not None and self.host.stdout is not None
-        with open(self.rundir.path / "output.txt", "w", encoding="utf-8") as log:
-            for raw in iter(self.host.stdout.readline, b""):
-                line = redact.text(raw.decode(errors="replace"))
-                log.write(line)
-                log.flush()
-                if self.options.echo_output:
-                    sys.stderr.write(f"  | {line}" if line.endswith("\n") else f"  | {line}\n")
-                    sys.stderr.flush()
+        tee_output(self.host.stdout, self.rundir.path / "output.txt", self.options.echo_output)
 
     def _write(self) -> None:
         self.rundir.write_evidence(self.evidence)

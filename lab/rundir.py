@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import evidence as ev
+from lab import evidence as ev, redact
 from lab.errors import OutputNotWritable
 
 
@@ -53,3 +54,16 @@ class RunDir:
         target = self.path / "summary.md"
         ev.write_atomic(target, summary_markdown(evidence))
         return target
+
+
+def tee_output(stream, path: Path, echo: bool) -> None:
+    """Copy a process's output, line by line and redacted, to ``path`` (flushed per line, so
+    an interrupted run keeps it) and, with ``echo``, to stderr as ``  | line``. Returns at EOF."""
+    with open(path, "w", encoding="utf-8") as log:
+        for raw in iter(stream.readline, b""):
+            line = redact.text(raw.decode(errors="replace"))
+            log.write(line)
+            log.flush()
+            if echo:
+                sys.stderr.write(f"  | {line}" if line.endswith("\n") else f"  | {line}\n")
+                sys.stderr.flush()

@@ -16,9 +16,8 @@ from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.gdb_mi import lwp_from_target_id
 from lab.parsers.transcript import (
     Parsed,
-    blocking_instruction,
     clean_lines,
-    machine_from_registers,
+    finish,
     normalise_instruction,
     platform_from_triple,
     split_note,
@@ -97,14 +96,7 @@ def read_gdb_console(text: str, transcript: str | None = None) -> Parsed:
             first.pc = pc  # gdb omits it at the start of a source line; one thread: its pc
     if info.stop_reason is None and state.attached:
         info.stop_reason = "attached"
-    at_pc, before_pc, info.message = _instruction_and_message(state.listings)
-    info.instruction = blocking_instruction(at_pc, before_pc, info.signal)
-    if state.notes.get("pid", "").isdigit():
-        info.pid = int(state.notes["pid"])
-    info.error = state.notes.get("error", info.error)
-    machine = state.machine or machine_from_registers(info.registers)
-    return Parsed(info=info, system=state.system, machine=machine,
-                  executable=state.executable, notes=state.notes, running=state.running)
+    return finish(state, *_instruction_and_message(state.listings))
 
 
 def _line(state: _State, line: str) -> None:

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.transcript import (
     Parsed,
-    blocking_instruction,
     clean_lines,
-    machine_from_registers,
+    finish,
     normalise_instruction,
     platform_from_triple,
     signal_of,
@@ -85,14 +84,7 @@ def read_lldb_transcript(text: str, transcript: str | None = None) -> Parsed:
     info.threads = [t for _, t in sorted(state.threads.items()) if t.frames or t.tid]
     info.registers = state.registers
     info.signal = signal_of(info.stop_reason)
-    at_pc, before_pc, info.message = _instruction_and_message(state.listings)
-    info.instruction = blocking_instruction(at_pc, before_pc, info.signal)
-    if "pid" in state.notes and state.notes["pid"].isdigit():
-        info.pid = int(state.notes["pid"])
-    info.error = state.notes.get("error", info.error)
-    machine = state.machine or machine_from_registers(info.registers)
-    return Parsed(info=info, system=state.system, machine=machine,
-                  executable=state.executable, notes=state.notes, running=state.running)
+    return finish(state, *_instruction_and_message(state.listings))
 
 
 def _line(state: _State, line: str) -> None:

@@ -42,6 +42,21 @@ class Parsed:
     running: bool = False  # the transcript ends after a `continue`, before any stop: truncated
 
 
+def finish(state, at_pc: str | None, before_pc: str | None, message: str | None) -> Parsed:
+    """The common end of a console parser: the instruction at the stop, the lab's notes (pid,
+    error) over what the text said, and the machine. ``state`` has the attributes both
+    parsers' states share: info, notes, system, machine, executable, running."""
+    info = state.info
+    info.message = message
+    info.instruction = blocking_instruction(at_pc, before_pc, info.signal)
+    if state.notes.get("pid", "").isdigit():
+        info.pid = int(state.notes["pid"])
+    info.error = state.notes.get("error", info.error)
+    machine = state.machine or machine_from_registers(info.registers)
+    return Parsed(info=info, system=state.system, machine=machine,
+                  executable=state.executable, notes=state.notes, running=state.running)
+
+
 def clean_lines(text: str) -> list[str]:
     """The transcript's lines without terminal colour codes or trailing whitespace."""
     return [_ANSI.sub("", line).rstrip() for line in text.splitlines()]

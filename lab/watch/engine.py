@@ -15,7 +15,6 @@ import os
 import select
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,7 +27,7 @@ from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, 
 from lab.linux import netlink, prctl, procfs
 from lab.progress import Progress
 from lab.reports import ReportChannel
-from lab.rundir import RunDir
+from lab.rundir import RunDir, tee_output
 from lab.verdicts import Verdict, worst
 from lab.watch import judge
 
@@ -519,14 +518,7 @@ class Watch:
 
     def _tee_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        with open(self.rundir.path / "output.txt", "w", encoding="utf-8") as log:
-            for raw in iter(self.proc.stdout.readline, b""):
-                line = redact.text(raw.decode(errors="replace"))
-                log.write(line)
-                log.flush()
-                if self.options.echo_output:
-                    sys.stderr.write(f"  | {line}" if line.endswith("\n") else f"  | {line}\n")
-                    sys.stderr.flush()
+        tee_output(self.proc.stdout, self.rundir.path / "output.txt", self.options.echo_output)
 
     def _join_output(self) -> None:
         if self._output_thread is not None:
