@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import evidence as ev, redact, reports, scenarios
+from lab import evidence as ev, interrupts, redact, reports, scenarios
 from lab.debuggers import batch
 from lab.envinfo import platform_info
 from lab.errors import BadInput, DebuggerFailed, LabError, TargetExited
@@ -154,9 +154,10 @@ class _Catch:
                             "  [the child stops itself before it runs the scenario]")
         self._write()
         self.launched_at = time.monotonic()
-        self.host = subprocess.Popen(
-            self.argv, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        with interrupts.deferred():  # the cleanup must know the host it started
+            self.host = subprocess.Popen(
+                self.argv, env=env, cwd=str(REPO), stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         self.evidence.processes.append(ev.ProcessRecord(
             pid=self.host.pid, ppid=os.getpid(), argv=self.evidence.command,
             detail="the scenario's parent"))

@@ -6,12 +6,11 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 
-from lab import scenarios
-from lab.errors import BadInput, Interrupted, LabError
+from lab import interrupts, scenarios
+from lab.errors import BadInput, LabError
 from lab.progress import Progress
 from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
 
@@ -148,17 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default="results", help="directory of the JSON")
     bench.add_argument("--docs", default="docs", help="directory of BENCH.md and bench.png")
     return parser
-
-
-def _install_signal_handlers() -> None:
-    def handler(signum, _frame):
-        # The first signal interrupts; more of them must not interrupt the cleanup it starts.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _cmd_list(args) -> int:
@@ -350,7 +338,7 @@ def _cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
-        _install_signal_handlers()
+        interrupts.install()
         args = build_parser().parse_args(argv)
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
                    "parse": _cmd_parse, "matrix": _cmd_matrix,

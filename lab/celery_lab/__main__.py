@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import celery_lab
-from lab.errors import Interrupted, LabError
+from lab import celery_lab, interrupts
+from lab.errors import LabError
 from lab.progress import Progress
 
 ALONE_EXPECTED = "TimeLimitExceeded"  # Celery's own answer to the hang: the hard time limit
@@ -157,14 +157,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-
-    def interrupt(signum, _frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    interrupts.install()
     try:
         if args.pool:
             return _single(args)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import redact
+from lab import interrupts, redact
 from lab.errors import DebuggerFailed, OutputNotWritable
 
 NOTE_PREFIX = "# lab "  # the same note format as the GDB/MI driver's gdb.txt
@@ -53,12 +53,13 @@ class Session:
         """Start the debugger; raises DebuggerFailed when it cannot be executed."""
         self.note("command", " ".join(redact.argv(self.argv)))
         try:
-            self.process = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Its own process group: a terminal's Ctrl-C reaches the lab, which cleans up.
-                start_new_session=True,
-            )
+            with interrupts.deferred():  # close() must know the debugger it started
+                self.process = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    # Its own process group: a terminal's Ctrl-C reaches the lab, which cleans up.
+                    start_new_session=True,
+                )
         except OSError as error:
             self.close()
             raise DebuggerFailed(f"could not start {self.argv[0]}: {error}") from None

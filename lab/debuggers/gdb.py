@@ -14,6 +14,7 @@ from typing import Any
 
 from pygdbmi.gdbcontroller import GdbController
 
+from lab import interrupts
 from lab.debuggers.pyext import find_python_gdb_extension
 from lab.errors import (
     BadInput,
@@ -114,7 +115,8 @@ def capture(
     gdb: _Gdb | None = None
     try:
         report("gdb: starting")
-        gdb = _Gdb(gdb_path, pid, transcript, deadline=started + timeout)
+        with interrupts.deferred():  # _shutdown() must know the gdb it started
+            gdb = _Gdb(gdb_path, pid, transcript, deadline=started + timeout)
         _drive(gdb, pid, notes, report)
     except LabError as error:
         notes["error"] = str(error)

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import evidence as ev, forensics, redact, reports
+from lab import evidence as ev, forensics, interrupts, redact, reports
 from lab.envinfo import platform_info
 from lab.errors import BadInput, CommandNotFound, DebuggerMissing, Interrupted, LabError
 from lab.linux import netlink, prctl, procfs
@@ -182,19 +182,20 @@ class Watch:
         self.progress.stage("launch", " ".join(redact.argv(argv)) +
                             f"  [watch mode: {self.evidence.watch_mode}]")
         self.launched_at = time.monotonic()
-        try:
-            self.proc = subprocess.Popen(
-                argv, env=env, cwd=self.options.cwd,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise CommandNotFound(f"command not found: {self.options.argv[0]}") from exc
-        except PermissionError as exc:
-            raise BadInput(f"command is not executable: {self.options.argv[0]}") from exc
-        _LIVE_PIDS.add(self.proc.pid)
-        _SESSIONS.add(self.proc.pid)
-        self._add(self.proc.pid, os.getpid())
+        with interrupts.deferred():  # the stop in run() must know every process it started
+            try:
+                self.proc = subprocess.Popen(
+                    argv, env=env, cwd=self.options.cwd,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except FileNotFoundError as exc:
+                raise CommandNotFound(f"command not found: {self.options.argv[0]}") from exc
+            except PermissionError as exc:
+                raise BadInput(f"command is not executable: {self.options.argv[0]}") from exc
+            _LIVE_PIDS.add(self.proc.pid)
+            _SESSIONS.add(self.proc.pid)
+            self._add(self.proc.pid, os.getpid())
         self._output_thread = threading.Thread(target=self._tee_output, daemon=True,
                                                name="lab-output")
         self._output_thread.start()
