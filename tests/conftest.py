@@ -78,6 +78,21 @@ def kill_pids(pids, deadline_s: float = 5.0) -> None:
     _reap_children()
 
 
+def proc_status(pid: int) -> dict[str, str] | None:
+    """/proc/PID/status as a dict of stripped values; None once the process is gone.
+
+    Opening the file can succeed and reading it still fail with ESRCH (ProcessLookupError)
+    when the process is reaped in between: both mean "gone".
+    """
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            text = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return {key: value.strip() for key, _, value in
+            (line.partition(":") for line in text.splitlines()) if value}
+
+
 def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid``, parents before their children (scans /proc/*/stat)."""
     parent_of = {}

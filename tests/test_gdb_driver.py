@@ -20,6 +20,7 @@ if not sys.platform.startswith("linux"):
 if shutil.which("gdb") is None:
     pytest.skip("gdb is not installed (apt-get install gdb)", allow_module_level=True)
 
+from conftest import proc_status  # noqa: E402
 from lab.debuggers import gdb as gdb_driver  # noqa: E402
 from lab.debuggers.pyext import find_python_gdb_extension  # noqa: E402
 from lab.errors import (  # noqa: E402
@@ -80,14 +81,10 @@ def wait_blocked_in_futex(pid: int, timeout: float = SHORT_TIMEOUT, log: Path | 
     pytest.fail(f"process {pid} not blocked in futex within {timeout} s: {text!r}")
 
 
-def proc_status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as handle:
-        return dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
-
-
 def assert_released(pid: int) -> None:
     status = proc_status(pid)
-    assert status["TracerPid"].strip() == "0"
+    assert status is not None, f"process {pid} is gone"
+    assert status["TracerPid"] == "0"
     assert status["State"][0] not in "tT", status["State"]
 
 
@@ -96,11 +93,8 @@ def gdb_children() -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                status = proc_status(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if status.get("Name") == "gdb" and int(status["PPid"]) == os.getpid():
+            status = proc_status(int(entry))
+            if status and status.get("Name") == "gdb" and int(status["PPid"]) == os.getpid():
                 found.append(int(entry))
     return found
 
@@ -113,10 +107,8 @@ def kill_and_wait_gone(pid: int, timeout: float = SHORT_TIMEOUT) -> None:
         return
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        try:
-            if proc_status(pid)["State"][0] in "ZX":
-                return
-        except FileNotFoundError:
+        status = proc_status(pid)
+        if status is None or status["State"][0] in "ZX":
             return
         time.sleep(0.01)  # polling a /proc state under a deadline
     pytest.fail(f"process {pid} survived SIGKILL for {timeout} s")
