@@ -19,7 +19,7 @@ if not sys.platform.startswith("linux"):
 if shutil.which("lldb") is None:
     pytest.skip("lldb is not installed (apt-get install lldb)", allow_module_level=True)
 
-from conftest import PROGRAMS, SHORT_TIMEOUT  # noqa: E402
+from conftest import PROGRAMS, SHORT_TIMEOUT, proc_status  # noqa: E402
 from lab import debuggers  # noqa: E402
 from lab.debuggers import lldb as lldb_driver  # noqa: E402
 from lab.errors import BadInput, DebuggerFailed, DebuggerMissing, TargetExited  # noqa: E402
@@ -28,7 +28,7 @@ from lab.parsers.lldb import parse_lldb_transcript  # noqa: E402
 TARGETS = Path(__file__).resolve().parent / "debugger_targets"
 LOCK_PROGRAM = TARGETS / "blocked_on_lock.py"
 X86_64 = os.uname().machine == "x86_64"
-TOO_SHORT_S = 0.3  # a capture timeout lldb cannot meet: it is still attaching
+CAPTURE_TIMEOUT_S = 3.0  # the capture that cannot finish: long enough to attach, usually
 FUTEX_NR = {"x86_64": 202, "aarch64": 98}.get(os.uname().machine)
 
 
@@ -52,18 +52,12 @@ def wait_in_futex(pid: int, timeout: float = SHORT_TIMEOUT) -> None:
     pytest.fail(f"process {pid} not blocked in futex within {timeout} s: {text!r}")
 
 
-def status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as handle:
-        return dict(line.split(":\t", 1) for line in handle.read().splitlines() if ":\t" in line)
-
-
 def lldb_children() -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
-            try:
-                info = status(int(entry))
-            except (FileNotFoundError, ProcessLookupError):
+            info = proc_status(int(entry))
+            if info is None:
                 continue
             # a zombie holds nothing: an lldb-server orphaned to this (subreaper) test process
             # by an earlier test waits there to be reaped; a live one would be a leak
@@ -109,8 +103,8 @@ def test_capture_of_a_thread_blocked_on_a_lock(lock_target, tmp_path, measure):
     rebuilt = parse_lldb_transcript(text, "lldb.txt")
     assert rebuilt.threads == info.threads and rebuilt.registers == info.registers
     # AND the target runs on, untraced, and no lldb is left
-    after = status(pid)
-    assert after["TracerPid"].strip() == "0" and after["State"][0] not in "tT"
+    after = proc_status(pid)
+    assert after["TracerPid"] == "0" and after["State"][0] not in "tT"
     assert lldb_children() == []
 
 
@@ -149,15 +143,20 @@ def test_refuses_itself_and_absent_processes(tmp_path, reaper):
     assert lldb_children() == []
 
 
-def test_capture_that_times_out_leaves_the_target_running(lock_target, tmp_path):
-    # GIVEN a capture timeout shorter than lldb's attach
+def test_capture_that_times_out_leaves_the_target_running(lock_target, tmp_path, monkeypatch):
+    # GIVEN an lldb that can never finish: once attached, it continues the deadlocked target
+    # and waits for a stop that cannot come (the timeout is met by construction, at any speed)
     pid = lock_target.pid
+    never_ends = tmp_path / "continue-then-capture.lldb"
+    never_ends.write_text("process continue\n" + lldb_driver.CAPTURE_SCRIPT.read_text())
+    monkeypatch.setattr(lldb_driver, "CAPTURE_SCRIPT", never_ends)
     # WHEN the capture runs out of time THEN DebuggerFailed says so (exit status 8)
-    with pytest.raises(DebuggerFailed, match="did not finish within"):
-        lldb_driver.capture(pid, tmp_path, timeout=TOO_SHORT_S)
+    with pytest.raises(DebuggerFailed, match="did not finish within") as caught:
+        lldb_driver.capture(pid, tmp_path, timeout=CAPTURE_TIMEOUT_S)
+    assert caught.value.exit_status == 8
     # AND lldb and its lldb-server are gone (the autouse fixture checks the whole session),
     # and the target runs on, untraced
-    after = status(pid)
-    assert after["TracerPid"].strip() == "0" and after["State"][0] not in "tT"
+    after = proc_status(pid)
+    assert after["TracerPid"] == "0" and after["State"][0] not in "tT"
     assert lldb_children() == []
     assert "# lab error: lldb did not finish" in (tmp_path / "lldb.txt").read_text()
