@@ -11,10 +11,10 @@ from pathlib import Path
 
 from lab import interrupts, scenarios
 from lab.errors import BadInput, LabError
+from lab.options import DEBUGGERS, RunOptions
 from lab.progress import Progress
 from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
 
-DEBUGGERS = ("auto", "gdb", "lldb", "none")
 INTERNAL_ERROR_STATUS = 70
 
 EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 13 hang,
@@ -45,27 +45,33 @@ def _count(text: str) -> int:
     return value
 
 
-def _out_base(args) -> Path:
-    return Path(args.out or os.environ.get("LAB_CRASH_DUMPS", "crash_dumps"))
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, no usage dump
         raise BadInput(message)
 
 
-def _capture_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--debugger-timeout", type=_positive, metavar="S",
-                        help="seconds the whole debugger capture may take (default 120)")
-    parser.add_argument("--gcore", action="store_true",
-                        help="also write a core file of the culprit with gcore, when small")
-    parser.add_argument("--gcore-limit", type=_positive, metavar="MB", default=1024.0,
-                        help="largest core --gcore writes, estimated first (default 1024)")
-
-
-def _capture_kwargs(args) -> dict:
-    return {"debugger_timeout": args.debugger_timeout,
-            "gcore_limit_mb": args.gcore_limit if args.gcore else None}
+def _common_options() -> dict[str, argparse.ArgumentParser]:
+    """The options several subcommands share, declared once (parents=[...], as pystack)."""
+    doc = _Parser(add_help=False)
+    doc.add_argument("--json", action="store_true",
+                     help="print the document (evidence, tally, results) on stdout")
+    target = _Parser(add_help=False)
+    target.add_argument("--debugger", choices=DEBUGGERS, default="auto")
+    target.add_argument("--timeout", type=_positive,
+                        help="seconds before an unfinished run is a hang (default: the "
+                        "scenario's own; 60 for watch)")
+    target.add_argument("--out", help="evidence base directory (default crash_dumps/, or "
+                        "$LAB_CRASH_DUMPS)")
+    observe = _Parser(add_help=False)
+    observe.add_argument("--quiet", action="store_true",
+                         help="no progress lines, no echo of the processes' output")
+    observe.add_argument("--debugger-timeout", type=_positive, metavar="S",
+                         help="seconds the whole debugger capture may take (default 120)")
+    observe.add_argument("--gcore", action="store_true",
+                         help="also write a core file of the culprit with gcore, when small")
+    observe.add_argument("--gcore-limit", type=_positive, metavar="MB", default=1024.0,
+                         help="largest core --gcore writes, estimated first (default 1024)")
+    return {"doc": doc, "target": target, "observe": observe}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,60 +79,44 @@ def build_parser() -> argparse.ArgumentParser:
                      "crashes.", epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _common_options()
+    running = [common["doc"], common["target"], common["observe"]]
 
-    run = sub.add_parser("run", help="run a scenario and judge it against its expected verdict")
+    run = sub.add_parser("run", parents=running,
+                         help="run a scenario and judge it against its expected verdict")
     run.add_argument("scenario")
-    run.add_argument("--launcher", default="fork")
-    run.add_argument("--debugger", choices=DEBUGGERS, default="auto")
-    run.add_argument("--timeout", type=_positive, help="seconds before an unfinished run is a hang")
-    run.add_argument("--json", action="store_true", help="print the evidence document on stdout")
-    run.add_argument("--out", help="evidence base directory (default crash_dumps/)")
-    run.add_argument("--quiet", action="store_true",
-                     help="no progress lines, no echo of the processes' output")
+    run.add_argument("--launcher", help="how the child starts (default: fork, or the "
+                     "scenario's first launcher); `lab list` shows them")
     run.add_argument("--strace", action="store_true",
                      help="run under strace -f and keep the blocked process's last syscalls")
     run.add_argument("--trials", type=_count, help="run N independent trials; print the tally")
-    _capture_options(run)
     run.add_argument("--python", help="run the scenario in this interpreter (e.g. python3.12, "
                      "to see CPython's fork DeprecationWarning); default: the lab's own")
-    run.add_argument("--pool", help="celery-chromadb only: the Celery pool (prefork, solo, "
-                     "threads, gevent, eventlet)")
-    run.add_argument("--fix", default="none", help="celery-chromadb only: none, "
-                     "worker-process-init or lazy")
+    run.add_argument("--pool", help="for an entry with worker pools (celery-chromadb): the "
+                     "pool (prefork, solo, threads, gevent, eventlet)")
+    run.add_argument("--fix", help="with --pool: none, worker-process-init or lazy")
 
-    watch = sub.add_parser("watch", help="run any command and judge every descendant")
-    watch.add_argument("--timeout", type=_positive, default=60.0)
-    watch.add_argument("--debugger", choices=DEBUGGERS, default="auto")
-    watch.add_argument("--json", action="store_true", help="print the evidence document on stdout")
-    watch.add_argument("--out", help="evidence base directory (default crash_dumps/)")
-    watch.add_argument("--quiet", action="store_true",
-                       help="no progress lines, no echo of the processes' output")
-    _capture_options(watch)
+    watch = sub.add_parser("watch", parents=running,
+                           help="run any command and judge every descendant")
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
-    parse = sub.add_parser("parse", help="read a saved debugger transcript into an evidence "
-                           "document")
+    parse = sub.add_parser("parse", parents=[common["doc"]],
+                           help="read a saved debugger transcript into an evidence document")
     parse.add_argument("debugger", choices=("gdb", "lldb"))
     parse.add_argument("file")
-    parse.add_argument("--json", action="store_true", help="print the evidence document")
 
-    lst = sub.add_parser("list", help="list the scenarios")
-    lst.add_argument("--json", action="store_true")
+    sub.add_parser("list", parents=[common["doc"]], help="list the scenarios")
 
-    mat = sub.add_parser("matrix", help="every scenario × launcher, N trials each: "
+    mat = sub.add_parser("matrix", parents=[common["doc"], common["target"]],
+                         help="every scenario × launcher, N trials each: "
                          "results/<platform>.json, docs/RESULTS.md, docs/matrix.png")
+    mat.set_defaults(debugger="none")
     mat.add_argument("--trials", type=_count, default=5, help="trials per cell (default 5)")
     mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
                      "comma-separated (e.g. 'chromadb-tokio/*,*/mp-spawn')")
-    mat.add_argument("--debugger", choices=DEBUGGERS, default="none")
-    mat.add_argument("--timeout", type=_positive, help="seconds before an unfinished run is a "
-                     "hang (default: each scenario's own)")
-    mat.add_argument("--out", help="evidence base directory (default crash_dumps/)")
-    mat.add_argument("--json", action="store_true", help="print the results document")
     merge = mat.add_subparsers(dest="matrix_command", parser_class=_Parser).add_parser(
-        "merge", help="combine results/*.json of several platforms and render "
-        "docs/RESULTS.md and docs/matrix.png")
-    merge.add_argument("--json", action="store_true", help="print the merged document")
+        "merge", parents=[common["doc"]], help="combine results/*.json of several platforms "
+        "and render docs/RESULTS.md and docs/matrix.png")
     merge.add_argument("files", nargs="+", metavar="RESULTS.json")
     mat.add_argument("--results-dir", default="results")
     for each, default in ((mat, None), (merge, argparse.SUPPRESS)):
@@ -150,17 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_list(args) -> int:
-    rows = []
-    for name in scenarios.names():
-        scenario = scenarios.get(name)
-        missing = scenario.missing()
-        rows.append({"name": name, "summary": scenario.summary, "expected": scenario.expected,
-                     "launchers": list(scenario.expected), "requires": list(scenario.requires),
-                     "runnable": not missing and sys.platform == "linux",
-                     "why_not": (f"missing: {', '.join(missing)}" if missing else
-                                 None if sys.platform == "linux" else "needs Linux"),
-                     "fixed_of": scenario.fixed_of, "fix": scenario.fix or None})
-    rows.append(_celery_row())
+    rows = [scenarios.get(name).row() for name in scenarios.names()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -171,34 +151,15 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _celery_row() -> dict:
-    import lab.celery_lab as celery
-
-    combos = celery.combinations()
-    missing = celery.missing("prefork")
-    return {"name": celery.SCENARIO,
-            "summary": "A Celery worker on an embedded broker runs a ChromaDB query task; "
-                       "`lab run celery-chromadb --pool P [--fix F]`.",
-            "expected": {celery.launcher_name(p, f): celery.expected(p, f) for p, f in combos},
-            "launchers": [celery.launcher_name(p, f) for p, f in combos],
-            "requires": ["celery", "chromadb"],
-            "runnable": not missing and sys.platform == "linux",
-            "why_not": (f"missing: {', '.join(missing)}" if missing else
-                        None if sys.platform == "linux" else "needs Linux"),
-            "fixed_of": None,
-            "fix": "create the client in worker_process_init, or lazily in the pool child"}
-
-
 def _cmd_watch(args) -> int:
-    from lab.watch.engine import Watch, WatchOptions
+    from lab import target
+    from lab.watch.watcher import watch
 
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise BadInput("no command given: python -m lab watch [OPTIONS] -- CMD [ARGS...]")
-    options = WatchOptions(argv=cmd, timeout=args.timeout, debugger=args.debugger,
-                           out_base=_out_base(args), echo_output=not args.quiet,
-                           **_capture_kwargs(args))
-    evidence = Watch(options, Progress(enabled=not args.quiet)).run()
+    evidence = watch(target.command(cmd), RunOptions.from_args(args),
+                     Progress(enabled=not args.quiet))
     if args.json:
         sys.stdout.write(evidence.to_json())
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
@@ -218,52 +179,29 @@ def _cmd_parse(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from lab.runner import run_scenario
+    from lab.runner import mismatch, run_scenario
 
-    progress = Progress(enabled=not args.quiet)
-    if args.scenario == "celery-chromadb" or args.pool is not None:
-        return _cmd_run_celery(args, progress)
+    options = RunOptions.from_args(args)
+    launcher = scenarios.get(args.scenario).choose_launcher(args.launcher, args.pool, args.fix)
     if args.trials:
         from lab.trials import run_trials
 
-        tally = run_trials(args.scenario, args.launcher, args.trials, debugger=args.debugger,
-                           timeout=args.timeout, out_base=_out_base(args), quiet=args.quiet,
-                           strace=args.strace, python=args.python, **_capture_kwargs(args))
+        tally = run_trials(args.scenario, launcher, args.trials, options, quiet=args.quiet,
+                           python=args.python)
         if args.json:
             sys.stdout.write(json.dumps(tally, indent=2) + "\n")
         else:
             sys.stderr.write(f"lab: {tally['scenario']} / {tally['launcher']}: expected "
                              f"{tally['expected']}, {tally['counts']}, rate {tally['rate']:.2f}\n")
         return 0 if tally["rate"] == 1.0 else RUN_MISMATCH_STATUS
-    evidence = run_scenario(args.scenario, args.launcher, debugger=args.debugger,
-                            timeout=args.timeout, out_base=_out_base(args), progress=progress,
-                            strace=args.strace, python=args.python, **_capture_kwargs(args))
+    evidence = run_scenario(args.scenario, launcher, options, Progress(enabled=not args.quiet),
+                            python=args.python)
     if args.json:
         sys.stdout.write(evidence.to_json())
-    if evidence.verdict == evidence.expected:
+    why = mismatch(evidence)
+    if why is None:
         return 0
-    sys.stderr.write(f"lab: observed {evidence.verdict}, expected {evidence.expected} "
-                     f"(evidence: {evidence.evidence_dir})\n")
-    return RUN_MISMATCH_STATUS
-
-
-def _cmd_run_celery(args, progress: Progress) -> int:
-    from lab.celery_lab import SCENARIO
-    from lab.celery_lab.runner import run_celery
-
-    if args.scenario != SCENARIO:
-        raise BadInput(f"--pool applies only to {SCENARIO}, not {args.scenario!r}")
-    if args.trials or args.strace or args.launcher != "fork":
-        raise BadInput(f"{SCENARIO} takes --pool and --fix, not --launcher, --trials or --strace")
-    evidence = run_celery(args.pool or "prefork", args.fix, debugger=args.debugger,
-                          timeout=args.timeout, out_base=_out_base(args), progress=progress,
-                          echo_output=not args.quiet)
-    if args.json:
-        sys.stdout.write(evidence.to_json())
-    if evidence.verdict == evidence.expected:
-        return 0
-    sys.stderr.write(f"lab: observed {evidence.verdict}, expected {evidence.expected} "
-                     f"(evidence: {evidence.evidence_dir})\n")
+    sys.stderr.write(f"lab: {why}\n")
     return RUN_MISMATCH_STATUS
 
 
@@ -301,7 +239,7 @@ def _cmd_matrix(args) -> int:
     recorded = _recorded(args)
     doc = run_matrix(MatrixOptions(
         trials=args.trials, only=args.only, debugger=args.debugger, timeout=args.timeout,
-        out_base=_out_base(args), results_dir=Path(args.results_dir),
+        out_base=RunOptions.from_args(args).out_base, results_dir=Path(args.results_dir),
         docs_dir=Path(args.docs_dir),
         command=shlex.join(redact.argv(["python", "-m", "lab", *(sys.argv[1:])]))))
     files = matrix_merge.platform_files(Path(args.results_dir))

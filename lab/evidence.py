@@ -159,8 +159,9 @@ class Evidence:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half.
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` so that a reader sees the old file or the new one,
+    never half.
 
     The data is fsync'ed before the rename, and the directory after it, so that the file
     survives the lab being killed right after this returns.
@@ -171,8 +172,8 @@ def write_atomic(path: Path, text: str) -> None:
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; evidence is read by other users too
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8") if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -20,6 +20,7 @@ from pathlib import Path
 from lab.envinfo import platform_info, platform_key
 from lab.evidence import write_atomic
 from lab.linux import procfs
+from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
 
@@ -39,15 +40,14 @@ def soak(scenario: str = "chromadb-tokio", launcher: str = "fork", runs: int = S
          out_base: Path, results: Path | None = None, quiet: bool = False) -> dict:
     """Run ``runs`` trials, return the leak report; ``leaks`` is empty when nothing leaked."""
     say = Progress(enabled=not quiet)
-    run_scenario(scenario, launcher, debugger="none", out_base=out_base,
-                 progress=Progress(enabled=False))  # warm-up: imports, caches
+    options = RunOptions(debugger="none", out_base=out_base, echo_output=False)
+    run_scenario(scenario, launcher, options, Progress(enabled=False))  # warm-up: imports, caches
     before = _snapshot()
     verdicts: Counter[str] = Counter()
     seconds = []
     for index in range(1, runs + 1):
         started = time.monotonic()
-        evidence = run_scenario(scenario, launcher, debugger="none", out_base=out_base,
-                                progress=Progress(enabled=False))
+        evidence = run_scenario(scenario, launcher, options, Progress(enabled=False))
         seconds.append(time.monotonic() - started)
         verdicts[evidence.verdict] += 1
         if index % 10 == 0 or index == runs:

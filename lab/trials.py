@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from pathlib import Path
 
+from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
 
 
-def run_trials(scenario: str, launcher: str, trials: int, *, debugger: str = "none",
-               timeout: float | None = None, out_base: Path = Path("crash_dumps"),
-               quiet: bool = False, strace: bool = False, python: str | None = None,
-               on_trial=None, **run_options) -> dict:
+def run_trials(scenario: str, launcher: str | None, trials: int,
+               options: RunOptions | None = None, *, quiet: bool = False,
+               python: str | None = None, on_trial=None) -> dict:
     """Run ``trials`` independent runs; return the tally document.
 
     ``rate`` is the share of trials whose observed verdict equals the expected one, and
     ``verdict`` the most frequent verdict. A trial that does not reproduce is counted, not
     retried: the rate is the result.
     """
+    options = options or RunOptions(debugger="none")
+    if quiet:
+        options = dataclasses.replace(options, echo_output=False)
     runs = []
     expected = None
     for index in range(1, trials + 1):
         started = time.monotonic()
-        evidence = run_scenario(scenario, launcher, debugger=debugger, timeout=timeout,
-                                out_base=out_base, progress=Progress(enabled=not quiet),
-                                strace=strace, python=python, **run_options)
-        expected = evidence.expected
+        evidence = run_scenario(scenario, launcher, options, Progress(enabled=not quiet),
+                                python=python)
+        expected, launcher = evidence.expected, evidence.launcher
         runs.append({"trial": index, "verdict": evidence.verdict,
                      "seconds": round(time.monotonic() - started, 3),
                      "detect_s": evidence.detect_s,

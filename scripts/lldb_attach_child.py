@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from lab.catch import DRIVERS, CatchOptions, catch, outcome  # noqa: E402
-from lab.errors import BadInput, Interrupted, LabError  # noqa: E402
+from lab import debuggers, interrupts  # noqa: E402
+from lab.catch import CatchOptions, catch, outcome  # noqa: E402
+from lab.errors import BadInput, LabError  # noqa: E402
 from lab.progress import Progress  # noqa: E402
 
 
@@ -33,19 +33,11 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(message)
 
 
-def _interrupt(signum, _frame):
-    # The first SIGINT/SIGTERM unwinds through the catch's cleanup; later ones must not cut it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Interrupted(signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    interrupts.install()  # SIGINT/SIGTERM unwind through the catch's cleanup
     parser = _Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="chromadb-tokio")
-    parser.add_argument("--debugger", choices=sorted(DRIVERS), default="lldb")
+    parser.add_argument("--debugger", choices=debuggers.names(), default="lldb")
     parser.add_argument("--launcher", default="fork")
     parser.add_argument("--timeout", type=float, help="seconds the child may run (default: "
                         "the scenario's)")

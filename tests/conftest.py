@@ -94,22 +94,10 @@ def proc_status(pid: int) -> dict[str, str] | None:
 
 
 def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid``, parents before their children (scans /proc/*/stat)."""
-    parent_of = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as handle:
-                    parent_of[int(entry)] = int(handle.read().rsplit(b")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop(0)
-        kids = sorted(p for p, pp in parent_of.items() if pp == parent)
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
+    """Every descendant of ``pid``, parents before their children."""
+    from lab import process
+
+    return process.descendants(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -121,13 +109,9 @@ def _alive(pid: int) -> bool:
 
 
 def _reap_children() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    from lab import process
+
+    process.reap_children()
 
 
 class Reaper:

@@ -1,7 +1,8 @@
 """Every scenario x launcher that can run here, once, for real: observed == expected.
 
 The optional-package scenarios (torch, tokenizers, Polars, Kuzu, ONNX Runtime) run in
-tests/test_optional_scenarios.py, with checks of their own.
+tests/test_optional_scenarios.py, and the Celery lab in tests/test_celery.py, with checks of
+their own.
 
 One trial per cell keeps `make test` short; `make matrix` runs N trials per cell and reports
 rates. A cell is never retried here: a miss is a failure to look at, not noise to hide.
@@ -13,6 +14,7 @@ import pytest
 from test_optional_scenarios import OPTIONAL
 
 from lab import scenarios
+from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
 
@@ -22,8 +24,8 @@ pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="the lab's watc
 
 def _cells():
     for name in scenarios.names():
-        if name in OPTIONAL:
-            continue  # tests/test_optional_scenarios.py runs these, with their own checks
+        if name in OPTIONAL or name == "celery-chromadb":
+            continue  # their own test modules run these, with their own checks
         scenario = scenarios.get(name)
         for launcher, expected in scenario.expected.items():
             yield pytest.param(name, launcher, expected,
@@ -33,12 +35,13 @@ def _cells():
 @pytest.mark.parametrize(("name", "launcher", "expected"), list(_cells()))
 def test_cell_reproduces_its_expected_verdict(name, launcher, expected, tmp_path):
     scenario = scenarios.get(name)
-    missing = scenario.missing()
+    missing = scenario.missing(launcher)
     if missing:
         pytest.skip(f"{name} needs {', '.join(missing)}, not installed here")
     # GIVEN one scenario under one launcher; WHEN the lab runs it once
-    evidence = run_scenario(name, launcher, debugger="none", out_base=tmp_path,
-                            progress=Progress(enabled=False))
+    evidence = run_scenario(name, launcher, RunOptions(debugger="none", out_base=tmp_path,
+                                                       echo_output=False),
+                            Progress(enabled=False))
     # THEN the observed verdict is the declared one, and the culprit's detail says why
     details = [f"{p.pid}: {p.verdict} {p.detail}" for p in evidence.processes]
     assert evidence.verdict == expected, "\n".join(details)

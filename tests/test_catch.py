@@ -59,8 +59,9 @@ def test_breakpoint_trap_is_caught_at_the_trap(debugger, tmp_path, measure):
         assert dbg.instruction == TRAP
     frames = dbg.threads[0].frames
     assert frames[0].function == "lab_breakpoint_trap" and len(frames) > 5
-    child = next(p for p in evidence.processes if p.ppid == evidence.processes[0].pid)
-    assert child.pid == dbg.pid and child.signal == "SIGTRAP" and child.verdict == "crash"
+    child = next(p for p in evidence.processes if p.pid == dbg.pid)
+    assert child.ppid == evidence.processes[0].pid  # the scenario's parent forked it
+    assert child.signal == "SIGTRAP" and child.verdict == "crash"
     # AND the run directory holds the evidence, the summary and the transcript
     run = Path(evidence.evidence_dir)
     assert run.parent == tmp_path
@@ -156,3 +157,29 @@ def test_sigterm_during_the_attach_leaves_nothing_behind(reaper, tmp_path):
     (run,) = tmp_path.iterdir()
     evidence = json.loads((run / "evidence.json").read_text())
     assert evidence["complete"] and "interrupted" in evidence["error"]
+
+
+@needs("gdb")
+@pytest.mark.parametrize("scenario, verdict, words", [
+    ("sqlite-wal-txn", "data-loss", "that is not in the database afterwards"),
+    ("pool-silent-zero", "error", "was delivered to a Future and never re-raised"),
+], ids=["report=finding", "report=exception"])
+def test_reports_reach_the_evidence_through_the_catch_as_through_the_watch(
+        tmp_path, scenario, verdict, words):
+    from lab.options import RunOptions
+    from lab.runner import run_scenario
+
+    # GIVEN a scenario whose failure only its own report shows: a commit lost on disk (a
+    # finding of the parent) or an exception a Future swallowed (an exception report)
+    # WHEN it is caught in gdb, and when it is watched
+    caught = catch(CatchOptions(scenario=scenario, debugger="gdb", out_base=tmp_path / "catch",
+                                echo_output=False), Progress(enabled=False))
+    watched = run_scenario(scenario, "fork", RunOptions(debugger="none",
+                                                        out_base=tmp_path / "watch",
+                                                        echo_output=False),
+                           Progress(enabled=False))
+    # THEN both paths fold the report into a process's detail and the run's verdict
+    for evidence in (caught, watched):
+        assert evidence.verdict == verdict == evidence.expected, evidence.processes
+        assert any(words in record.detail for record in evidence.processes), evidence.processes
+    assert caught.watch_mode == "debugger" and caught.debugger.name == "gdb"

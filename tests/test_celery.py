@@ -147,9 +147,10 @@ def test_expected_verdicts_and_launcher_names():
 def test_bad_pool_or_fix_is_bad_input(pool, fix, tmp_path):
     from lab.celery_lab.runner import run_celery
     from lab.errors import BadInput
+    from lab.options import RunOptions
 
     with pytest.raises(BadInput):
-        run_celery(pool, fix, out_base=tmp_path)
+        run_celery(pool, fix, RunOptions(out_base=tmp_path))
     assert not list(tmp_path.iterdir())  # refused before any run directory was made
 
 
@@ -186,8 +187,8 @@ def test_main_cli_runs_one_pool(reaper, tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["--pool", "nope"], "unknown pool"),
     (["--pool", "prefork", "--fix", "nope"], "nope"),
-    (["--pool", "prefork", "--trials", "2"], "--trials"),
-], ids=["pool=unknown", "fix=unknown", "trials"])
+    (["--pool", "prefork", "--launcher", "fork"], "--launcher"),
+], ids=["pool=unknown", "fix=unknown", "pool and launcher"])
 def test_main_cli_bad_celery_input_is_one_line(reaper, args, needle):
     result = reaper.lab("run", "celery-chromadb", *args)
     assert result.returncode == 2, result.stderr

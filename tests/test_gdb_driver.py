@@ -21,6 +21,7 @@ if shutil.which("gdb") is None:
     pytest.skip("gdb is not installed (apt-get install gdb)", allow_module_level=True)
 
 from conftest import proc_status  # noqa: E402
+from lab import process  # noqa: E402
 from lab.debuggers import gdb as gdb_driver  # noqa: E402
 from lab.debuggers.pyext import find_python_gdb_extension  # noqa: E402
 from lab.errors import (  # noqa: E402
@@ -340,5 +341,5 @@ def test_a_gdb_killed_while_attached_leaves_the_target_running(
 )
 def test_attach_errors_map_to_lab_errors(monkeypatch, message, alive, error):
     # GIVEN gdb's ^error text for -target-attach WHEN it is mapped THEN the lab error fits
-    monkeypatch.setattr(gdb_driver, "_alive", lambda pid: alive)
+    monkeypatch.setattr(process, "alive", lambda pid: alive)
     assert type(gdb_driver._attach_error(1234, message)) is error

@@ -189,14 +189,15 @@ def test_ptrace_refused_without_the_capability_names_the_remedy(reaper, tmp_path
 
 CRASHING_LAB = """
 import sys
-from lab.watch import engine
+from lab.process.tree import ProcessTree
+from lab.watch.watcher import Watcher
 
-def boom(self, outcome):
+def boom(self, session, outcome):
     raise RuntimeError("injected fault in the verdict stage")
 
-engine.Watch._judge = boom
+Watcher.judge = boom
 if sys.argv[1] == "no-cleanup":
-    engine.Watch._stop_tree = lambda self: None  # the cleanup itself is broken too
+    ProcessTree.stop = lambda self: None  # the cleanup itself is broken too
 from lab.cli import main
 sys.exit(main(["watch", "--debugger", "none", "--timeout", "30", "--out", sys.argv[2], "--",
                sys.executable, sys.argv[3]]))

@@ -67,7 +67,7 @@ def measure(ctx: BenchContext) -> dict:
 def _tools(ctx: BenchContext):
     yield "gdb (lab driver, pygdbmi: all threads + py-bt)", _gdb_driver
     yield "gdb batch (thread apply all bt)", _gdb_batch
-    if "lldb" in debuggers.DRIVERS:
+    if "lldb" in debuggers.names():
         yield "lldb (lab driver)", _lldb_driver
     yield "lldb batch (thread backtrace all)", _lldb_batch
     yield "strace snapshot (attach, first line, detach)", _strace

@@ -8,6 +8,7 @@ Then the watcher's overhead on a command that is ok: watched wall time minus bar
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,11 @@ from lab.bench.context import BenchContext, BenchFailed
 from lab.bench.stats import median_of, summary
 from lab.envinfo import platform_info
 from lab.evidence import write_atomic
+from lab.options import RunOptions
 from lab.progress import Progress
-from lab.watch.engine import POLL_INTERVAL_S, Watch, WatchOptions
+from lab.session import RunSession
+from lab.target import command
+from lab.watch.watcher import POLL_INTERVAL_S, Watcher, watch as watch_target
 
 REPO = Path(__file__).resolve().parents[2]
 CHILDREN, QUICK_CHILDREN = (1, 8, 32, 128), (1, 8)
@@ -36,16 +40,16 @@ WRITES_PER_WATCH = 4
 WRITE_PROBE_BYTES = 4096
 
 
-class _TimedWatch(Watch):
-    """A Watch that also records its own CPU and wall time while following the tree."""
+class _TimedWatcher(Watcher):
+    """A Watcher that also records its own CPU and wall time while following the tree."""
 
     follow_cpu_s = 0.0
     follow_wall_s = 0.0
 
-    def _follow(self) -> str:
+    def follow(self, session: RunSession) -> str:
         cpu, wall = time.process_time(), time.monotonic()
         try:
-            return super()._follow()
+            return super().follow(session)
         finally:
             self.follow_cpu_s = time.process_time() - cpu
             self.follow_wall_s = time.monotonic() - wall
@@ -98,10 +102,11 @@ def _watch(ctx: BenchContext, children: int, threads: int, *, deadlock: bool,
            timeout: float) -> dict:
     argv = [sys.executable, "-m", "lab.bench.tree", "--children", str(children),
             "--threads", str(threads)] + (["--deadlock"] if deadlock else [])
-    watch = _TimedWatch(WatchOptions(argv=argv, timeout=timeout, debugger="none",
-                                     out_base=ctx.runs_dir, cwd=str(REPO), echo_output=False),
-                        Progress(enabled=False))
-    evidence = watch.run()
+    watch = _TimedWatcher()
+    target = dataclasses.replace(command(argv, timeout), cwd=str(REPO))
+    evidence = RunSession(target, RunOptions(debugger="none", out_base=ctx.runs_dir,
+                                             echo_output=False),
+                          Progress(enabled=False)).run(watch)
     shutil.rmtree(evidence.evidence_dir, ignore_errors=True)
     wall = watch.follow_wall_s
     return {"verdict": evidence.verdict, "timings": dict(evidence.timings),
@@ -165,9 +170,9 @@ def _bare(argv: list[str], cwd: Path | None = None) -> float:
 
 def _watched(ctx: BenchContext, argv: list[str]) -> float:
     began = time.monotonic()
-    evidence = Watch(WatchOptions(argv=argv, timeout=BARE_TIMEOUT_S, debugger="none",
-                                  out_base=ctx.runs_dir, echo_output=False),
-                     Progress(enabled=False)).run()
+    evidence = watch_target(command(argv, BARE_TIMEOUT_S),
+                            RunOptions(debugger="none", out_base=ctx.runs_dir, echo_output=False),
+                            Progress(enabled=False))
     seconds = time.monotonic() - began
     shutil.rmtree(evidence.evidence_dir, ignore_errors=True)
     if evidence.verdict != "ok":

@@ -15,6 +15,7 @@ from lab.bench.context import BenchContext
 from lab.bench.probe import Probe
 from lab.bench.stats import median_of, ratio, summary
 from lab.errors import Interrupted, LabError
+from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
 
@@ -112,8 +113,8 @@ def _minus(a: float | None, b: float | None) -> float | None:
 
 
 def _lab_run(ctx: BenchContext, name: str) -> dict:
-    evidence = run_scenario(name, "fork", debugger="none", out_base=ctx.runs_dir,
-                            progress=Progress(enabled=False))
+    evidence = run_scenario(name, "fork", RunOptions(debugger="none", out_base=ctx.runs_dir,
+                                                     echo_output=False), Progress(enabled=False))
     shutil.rmtree(evidence.evidence_dir, ignore_errors=True)
     record = {"verdict": evidence.verdict}
     if evidence.verdict == "deadlock":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lab import celery_lab, interrupts
 from lab.errors import LabError
+from lab.options import RunOptions
 from lab.progress import Progress
 
 ALONE_EXPECTED = "TimeLimitExceeded"  # Celery's own answer to the hang: the hard time limit
@@ -52,8 +53,9 @@ def run_one(pool: str, fix: str, args, progress: Progress | None, echo: bool) ->
     limits = {"soft_time_limit_s": soft, "hard_time_limit_s": hard}
     expected = celery_lab.expected(pool, fix)
     try:
-        evidence = run_celery(pool, fix, debugger=args.debugger, timeout=args.timeout,
-                              out_base=Path(args.out), progress=progress, echo_output=echo)
+        evidence = run_celery(pool, fix, RunOptions(debugger=args.debugger, timeout=args.timeout,
+                                                    out_base=Path(args.out), echo_output=echo),
+                              progress)
     except MissingPackage as exc:
         return _row(pool, fix, expected, "skipped", None, limits, f"skipped: {exc.line()}")
     report = celery_report(evidence)
@@ -170,19 +172,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _single(args) -> int:
-    from lab.celery_lab.runner import run_celery
+    """One pool, once: exactly `python -m lab run celery-chromadb --pool P --fix F`."""
+    from lab.cli import main as lab_main
 
-    args.debugger = args.debugger or "auto"
-    evidence = run_celery(args.pool, args.fix, debugger=args.debugger, timeout=args.timeout,
-                          out_base=Path(args.out), progress=Progress(enabled=not args.quiet),
-                          echo_output=not args.quiet)
-    if args.json:
-        sys.stdout.write(evidence.to_json())
-    if evidence.verdict == evidence.expected:
-        return 0
-    sys.stderr.write(f"lab: observed {evidence.verdict}, expected {evidence.expected} "
-                     f"(evidence: {evidence.evidence_dir})\n")
-    return 1
+    argv = ["run", celery_lab.SCENARIO, "--pool", args.pool, "--fix", args.fix,
+            "--debugger", args.debugger or "auto", "--out", args.out]
+    argv += ["--timeout", str(args.timeout)] if args.timeout else []
+    argv += [flag for flag, given in (("--quiet", args.quiet), ("--json", args.json)) if given]
+    return lab_main(argv)
 
 
 def _matrix(args) -> int:

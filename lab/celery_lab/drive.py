@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lab import process
 from lab.celery_lab import (
     COLLECTION,
     DOCUMENTS,
@@ -47,7 +48,7 @@ from lab.celery_lab import (
     WORKER_PROCESS_INIT_POOLS,
     time_limits,
 )
-from lab.linux import prctl, procfs
+from lab.linux import prctl
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,23 +97,6 @@ def seed(directory: Path) -> None:
     collection = client.get_or_create_collection(COLLECTION, embedding_function=HashEmbedding())
     collection.upsert(ids=list(DOCUMENTS), documents=list(DOCUMENTS.values()))
     say(f"seeded {collection.count()} documents in {directory / 'chroma'}")
-
-
-def alive(pid: int) -> bool:
-    return not procfs.is_zombie(pid)
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children first), read from /proc."""
-    found, frontier = [], [pid]
-    while frontier:
-        try:
-            kids = sorted(procfs.children(frontier.pop(0)))
-        except procfs.Gone:
-            continue
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
 
 
 class Driver:
@@ -306,12 +290,12 @@ class Driver:
         if self.worker is not None and self.worker.poll() is None and not self.hurry:
             how, sig, grace = (("warm", signal.SIGTERM, WARM_SHUTDOWN_S) if self.task_done else
                                ("cold", signal.SIGQUIT, COLD_SHUTDOWN_S))
-            tree = [self.worker.pid, *descendants(self.worker.pid)]
+            tree = [self.worker.pid, *process.descendants(self.worker.pid)]
             say(f"stopping worker {self.worker.pid} ({how} shutdown, {sig.name}); "
                 f"its processes: {tree}")
             self.worker.send_signal(sig)
             self._wait_gone(tree, grace)
-        left = [pid for pid in descendants(os.getpid()) if alive(pid)]
+        left = [pid for pid in process.descendants(os.getpid()) if process.alive(pid)]
         if left:
             say(f"killing what is left: {sorted(left)}")
             for sig in (signal.SIGCONT, signal.SIGKILL):
@@ -321,7 +305,7 @@ class Driver:
                     except ProcessLookupError:
                         pass
             self.hurry = False  # the kill deadline is the kernel's, not to be skipped
-            self._wait_gone(left, KILL_DEADLINE_S)
+            self._wait_gone(left, KILL_DEADLINE_S, reaped=True)
         self._reap()
         if self.worker is not None and self.worker.returncode is not None:
             say(f"worker {self.worker.pid} ended with {self.worker.returncode}")
@@ -331,21 +315,19 @@ class Driver:
 
     def _reap(self) -> None:
         """Reap every child that has ended; the worker's status goes to its Popen."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in process.reap_children():
             if self.worker is not None and pid == self.worker.pid:
                 self.worker.returncode = os.waitstatus_to_exitcode(status)
 
-    def _wait_gone(self, pids: list[int], limit: float) -> None:
+    def _wait_gone(self, pids: list[int], limit: float, reaped: bool = False) -> None:
+        """Until none of ``pids`` runs; with ``reaped``, until none is even a zombie: a pool
+        child re-parented to us (a subreaper) when the worker died must be reaped here, not
+        left to whoever adopts it when we exit."""
         end = time.monotonic() + limit
+        still = (lambda pid: process.state(pid) is not None) if reaped else process.alive
         while time.monotonic() < end and not self.hurry:
             self._reap()
-            if not any(alive(pid) for pid in pids):
+            if not any(still(pid) for pid in pids):
                 return
             time.sleep(POLL_S)  # polling a state with a deadline, not synchronisation
 

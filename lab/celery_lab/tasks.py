@@ -56,29 +56,11 @@ def emit(event: str, **fields) -> None:
 
 def _report_forks_to_lab() -> None:
     """Under the lab, report the main process's threads at each fork: the pool child gets
-    none of them. The lab reads JSON lines from the FIFO named by ``LAB_REPORT_FIFO``
-    (the protocol of ``lab.scenarios.host.report``: one open and one short write per line)."""
-    path = os.environ.get("LAB_REPORT_FIFO")
-    if not path:
-        return
-    from lab import inventory
+    none of them."""
+    from lab import reports
 
-    def before_fork() -> None:
-        tid, others = inventory.threads_at_fork()
-        line = json.dumps({"event": "fork", "pid": os.getpid(), "tid": tid,
-                           "t_ns": time.monotonic_ns(), "threads": [t.__dict__ for t in others]})
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError:
-            return  # the lab went away; the worker still runs
-        try:
-            os.write(fd, line.encode() + b"\n")
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    os.register_at_fork(before=before_fork)
+    if os.environ.get(reports.ENV_VAR):
+        os.register_at_fork(before=reports.send_fork)
 
 
 class _Client:

@@ -1,21 +1,26 @@
-"""Debugger drivers by name; each module has ``capture(pid, out_dir, ...) -> DebuggerInfo``."""
+"""Debugger drivers by name: one registry, two jobs per debugger.
+
+``capture`` drivers (``capture(pid, out_dir, ...) -> DebuggerInfo``) record a process at the
+moment they attach and detach; ``catch`` drivers (``catch_argv``, ``attach_error``, ``parse``)
+attach, let the process run, and record the stop that follows (``lab.catch``).
+"""
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
-from lab.errors import BadInput
+from lab import registry
 
-# Imported on first use: a driver pulls in its debugger's client library.
-DRIVERS = {"gdb": "lab.debuggers.gdb", "lldb": "lab.debuggers.lldb"}
+CAPTURE = {"gdb": "lab.debuggers.gdb", "lldb": "lab.debuggers.lldb"}  # gdb over MI
+CATCH = {"gdb": "lab.debuggers.gdb_batch", "lldb": "lab.debuggers.lldb"}
 
 
-def get(name: str) -> ModuleType:
-    """Return the driver module called ``name``; raise BadInput for an unknown one."""
-    try:
-        module = DRIVERS[name]
-    except KeyError:
-        known = ", ".join(sorted(DRIVERS))
-        raise BadInput(f"unknown debugger {name!r}", f"choose one of: {known}") from None
-    return importlib.import_module(module)
+def names() -> list[str]:
+    """The debuggers, in the order ``--debugger auto`` tries them."""
+    return list(CAPTURE)
+
+
+def get(name: str, job: str = "capture") -> ModuleType:
+    """The driver module of debugger ``name`` for ``job`` (capture or catch); BadInput for an
+    unknown debugger."""
+    return registry.load(CATCH if job == "catch" else CAPTURE, name, "debugger")

@@ -13,20 +13,17 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab import interrupts, redact
+from lab import interrupts, process as processes, redact
 from lab.errors import DebuggerFailed, OutputNotWritable
 
 NOTE_PREFIX = "# lab "  # the same note format as the GDB/MI driver's gdb.txt
 MARKER = re.compile(r"^(?:\(lldb\) )?# lab-step: (?P<step>[a-z-]+)\s*$")
 EXIT_TIMEOUT_S = 5.0  # terminate, then kill: each step's deadline
-TARGET_RELEASE_TIMEOUT_S = 5.0  # the target leaving ptrace-stop once the debugger is gone
-STATE_POLL_S = 0.01  # interval when polling /proc for a state, always under a deadline
 
 
 class Session:
@@ -112,18 +109,8 @@ class Session:
 
     def close(self) -> bool:
         """Stop the debugger if it still runs (SIGTERM, then SIGKILL); True when it had exited."""
-        clean = True
         process = self.process
-        if process is not None and process.poll() is None:
-            clean = False
-            for stop in (process.terminate, process.kill):
-                if process.poll() is not None:
-                    break
-                stop()
-                try:
-                    process.wait(timeout=EXIT_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    pass
+        clean = process is None or processes.end_popen(process, EXIT_TIMEOUT_S)
         if process is not None:
             # What the debugger started (lldb's lldb-server) shares its new process group and
             # may outlive it, holding the output pipe and the target: nothing of it may stay.
@@ -167,58 +154,3 @@ class Session:
             if not self._file.closed:
                 self._file.write(text)
                 self._file.flush()
-
-
-def proc_state(pid: int) -> tuple[str, int] | None:
-    """``(state letter, tracer pid)`` of ``pid``; None when it is gone (Linux /proc, else ps)."""
-    if sys.platform.startswith("linux"):
-        try:
-            with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
-                fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        except (FileNotFoundError, ProcessLookupError):
-            return None
-        return fields["State"].strip()[:1], int(fields.get("TracerPid", "0").strip() or 0)
-    try:
-        out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True,
-                             text=True, timeout=EXIT_TIMEOUT_S).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return (out[:1], 0) if out else None
-
-
-def alive(pid: int) -> bool:
-    state = proc_state(pid)
-    return state is not None and state[0] not in "ZX"
-
-
-def send(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def wait_released(pid: int, was_stopped: bool, name: str) -> str | None:
-    """Wait until ``pid`` is untraced and, unless it was stopped before, running again.
-
-    A debugger that detaches from a process that was in a group-stop when it attached leaves
-    it stopped again (the kernel reinstates the stop on detach; memray's attach.py works around
-    the same lldb behaviour): SIGCONT ends that. Returns a problem, or None.
-    """
-    end = time.monotonic() + TARGET_RELEASE_TIMEOUT_S
-    continued = False
-    while True:
-        state = proc_state(pid)
-        if state is None or state[0] in "ZX":
-            return None
-        letter, tracer = state
-        stopped = letter in "Tt"
-        if not tracer and stopped and not was_stopped and not continued:
-            send(pid, signal.SIGCONT)
-            continued = True
-        if not tracer and (was_stopped or not stopped):
-            return None
-        if time.monotonic() > end:
-            held = f"traced by process {tracer}" if tracer else "stopped"
-            return f"process {pid} is still {held} after {name} exited"
-        time.sleep(STATE_POLL_S)  # polling a /proc state under a deadline

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import signal
 import subprocess
 import time
@@ -14,15 +13,13 @@ from typing import Any
 
 from pygdbmi.gdbcontroller import GdbController
 
-from lab import interrupts
+from lab import interrupts, process as processes
+from lab.debuggers import preflight
 from lab.debuggers.pyext import find_python_gdb_extension
 from lab.errors import (
-    BadInput,
     DebuggerFailed,
-    DebuggerMissing,
     LabError,
     OutputNotWritable,
-    PtraceRefused,
     TargetExited,
 )
 from lab.evidence import DebuggerInfo
@@ -38,7 +35,6 @@ from lab.parsers.gdb_mi import (
 # User init files are always skipped (--nx): a ~/.gdbinit must not change what we record.
 GDB_COMMAND = ["gdb", "--nx", "--quiet", "--interpreter=mi3"]
 GDB_REMEDY = "install gdb: apt-get install gdb"
-TARGET_REMEDY = "the process must still run while the debugger attaches"
 TRANSCRIPT_NAME = "gdb.txt"
 
 GDB_COMMAND_TIMEOUT_S = 20.0  # one MI command, a py-bt of a deep stack included
@@ -46,11 +42,9 @@ GDB_ATTACH_TIMEOUT_S = 60.0  # -target-attach reads the symbols of every mapped 
 GDB_STOP_TIMEOUT_S = 10.0  # the *stopped record that follows a successful attach
 GDB_CAPTURE_TIMEOUT_S = 120.0  # the whole capture: the default of capture(timeout=)
 GDB_EXIT_TIMEOUT_S = 5.0  # each shutdown step: -target-detach, -gdb-exit, SIGTERM, SIGKILL
-TARGET_RELEASE_TIMEOUT_S = 5.0  # the target leaving ptrace-stop once gdb is gone
 READ_SLICE_S = 0.1  # longest single wait for output: how soon a dead gdb is noticed
 # pygdbmi keeps reading for this long after output arrives (default 0.2 s per read).
 SETTLE_S = 0.005
-STATE_POLL_S = 0.01  # interval when polling /proc for a state, always under a deadline
 MAX_FRAMES = 256  # per thread; deeper stacks are cut (the innermost frames matter)
 MAX_SYMBOL_LOOKUPS = 4096  # distinct pcs resolved with `info symbol`
 
@@ -63,8 +57,6 @@ SETUP_COMMANDS = (
     # No network lookups and no y/n question on a pipe (gdb >= 12; an ^error on older ones).
     "-gdb-set debuginfod enabled off",
 )
-# Yama's "no attach" mode (Documentation/admin-guide/LSM/Yama.rst): no sysctl undoes it.
-YAMA_PTRACE_DISABLED = 3
 # A thread blocked in a syscall has its pc just after the instruction that entered the kernel.
 SYSCALL_INSTRUCTION_BYTES = {"x86_64": 2, "amd64": 2, "aarch64": 4, "arm64": 4}
 
@@ -88,26 +80,8 @@ def capture(
     """
     started = time.monotonic()
     report = progress or (lambda _message: None)
-    gdb_path = shutil.which(GDB_COMMAND[0])
-    if gdb_path is None:
-        raise DebuggerMissing("gdb was not found on PATH", GDB_REMEDY)
-    if pid == os.getpid():
-        # gdb would stop the very process that reads its output: both would hang.
-        raise BadInput("the lab cannot attach a debugger to itself", "pass another process id")
-    if _ptrace_scope() == YAMA_PTRACE_DISABLED:
-        raise PtraceRefused("kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot")
-    status = _proc_status(pid)
-    if status is None:
-        raise TargetExited(f"process {pid} does not exist", TARGET_REMEDY)
-    if status["State"][:1] in "ZX":
-        raise TargetExited(f"process {pid} has exited (zombie)", TARGET_REMEDY)
-    tracer = int(status.get("TracerPid", "0"))
-    if tracer:
-        raise PtraceRefused(
-            f"process {pid} is already traced by process {tracer}",
-            "detach the other tracer (gdb, strace) first",
-        )
-    was_stopped = status["State"][:1] in "Tt"
+    gdb_path = preflight.find(GDB_COMMAND[0], GDB_REMEDY)
+    was_stopped = preflight.check_target(pid)
 
     transcript = _Transcript(Path(out_dir) / TRANSCRIPT_NAME)
     notes = {"pid": str(pid)}
@@ -196,11 +170,7 @@ def _drive(gdb: _Gdb, pid: int, notes: dict[str, str], report: Progress) -> None
 
 
 def _attach_error(pid: int, message: str) -> LabError:
-    if "No such process" in message or not _alive(pid):
-        return TargetExited(f"process {pid} exited before gdb attached: {message}", TARGET_REMEDY)
-    if "Operation not permitted" in message or "ptrace" in message:
-        return PtraceRefused(f"gdb may not attach to process {pid}: {message}")
-    return DebuggerFailed(f"gdb could not attach to process {pid}: {message}")
+    return preflight.attach_failure("gdb", pid, message)
 
 
 class _Transcript:
@@ -309,8 +279,9 @@ class _Gdb:
             capture_bound = not cleanup and limit < timeout
             why = f" (capture timeout {self.timeout_total:.1f} s)" if capture_bound else ""
             raise DebuggerFailed(f"gdb did not answer `{command}` within {limit:.1f} s{why}")
-        if exchange.error and not _alive(self.pid):
-            raise TargetExited(f"process {self.pid} exited during `{command}`", TARGET_REMEDY)
+        if exchange.error and not processes.alive(self.pid):
+            raise TargetExited(f"process {self.pid} exited during `{command}`",
+                               preflight.TARGET_REMEDY)
         return exchange
 
     def wait_for_stop(self, timeout: float) -> bool:
@@ -349,8 +320,9 @@ class _Gdb:
             pass
 
     def _gone(self, command: str) -> LabError:
-        if not _alive(self.pid):
-            return TargetExited(f"process {self.pid} exited during `{command}`", TARGET_REMEDY)
+        if not processes.alive(self.pid):
+            return TargetExited(f"process {self.pid} exited during `{command}`",
+                                preflight.TARGET_REMEDY)
         code = self.process.poll()
         return DebuggerFailed(f"gdb exited (status {code}) during `{command}`")
 
@@ -371,14 +343,7 @@ class _Gdb:
                 clean = process.wait(timeout=GDB_EXIT_TIMEOUT_S) == 0 and detached
             except (LabError, subprocess.TimeoutExpired):
                 pass
-        for stop in (process.terminate, process.kill):
-            if process.poll() is not None:
-                break
-            stop()
-            try:
-                process.wait(timeout=GDB_EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
+        processes.end_popen(process, GDB_EXIT_TIMEOUT_S)
         self._drain(self.exchanges[-1])
         for pipe in (process.stdin, process.stdout, process.stderr):
             if pipe is not None:
@@ -401,60 +366,5 @@ def _shutdown(gdb: _Gdb | None, pid: int, was_stopped: bool) -> str | None:
         if gdb.attached and not clean and not was_stopped:
             # A tracer that dies attached can leave its tracee stopped; SIGCONT also discards
             # a SIGSTOP from the attach that is still pending (see signal(7), ptrace(2)).
-            _signal(pid, signal.SIGCONT)
-    return _wait_released(pid, was_stopped)
-
-
-def _wait_released(pid: int, was_stopped: bool) -> str | None:
-    """Wait (with a deadline) until ``pid`` is untraced and, unless it was before, not stopped."""
-    end = time.monotonic() + TARGET_RELEASE_TIMEOUT_S
-    continued = False
-    while True:
-        status = _proc_status(pid)
-        if status is None or status["State"][:1] in "ZX":
-            return None
-        tracer = int(status.get("TracerPid", "0"))
-        stopped = status["State"][:1] in "Tt"
-        if not tracer and stopped and not was_stopped and not continued:
-            _signal(pid, signal.SIGCONT)
-            continued = True
-        if not tracer and (was_stopped or not stopped):
-            return None
-        if time.monotonic() > end:
-            held = f"traced by process {tracer}" if tracer else "stopped"
-            return f"process {pid} is still {held} after gdb exited"
-        time.sleep(STATE_POLL_S)  # polling a /proc state under a deadline
-
-
-def _ptrace_scope() -> int | None:
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None  # no Yama: only the classic same-uid / CAP_SYS_PTRACE rules apply
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _proc_status(pid: int) -> dict[str, str] | None:
-    """/proc/PID/status as a dict, or None when the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="utf-8", errors="replace") as handle:
-            text = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    status = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        status[key] = value.strip()
-    return status
-
-
-def _alive(pid: int) -> bool:
-    status = _proc_status(pid)
-    return status is not None and status.get("State", "Z")[:1] not in "ZX"
+            processes.send(pid, signal.SIGCONT)
+    return processes.wait_released(pid, was_stopped, "gdb")

@@ -7,16 +7,14 @@ means attaching, continuing and recording at the stop that follows, which a batc
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from lab.debuggers import batch
-from lab.errors import DebuggerFailed, DebuggerMissing, LabError, PtraceRefused, TargetExited
+from lab.debuggers import batch, preflight
+from lab.errors import LabError
 from lab.evidence import DebuggerInfo
 
 EXECUTABLE = "gdb"
 REMEDY = "install gdb: apt-get install gdb"
-TARGET_REMEDY = "the process must still run while the debugger attaches"
 TRANSCRIPT_NAME = "gdb.txt"
 SCRIPTS = Path(__file__).resolve().parent
 CATCH_SCRIPT = SCRIPTS / "catch.gdb"
@@ -27,10 +25,7 @@ EARLY_SETTINGS = ("set auto-load python-scripts off", "set debuginfod enabled of
 
 def find() -> str:
     """The path of the gdb executable; raises DebuggerMissing."""
-    path = shutil.which(EXECUTABLE)
-    if path is None:
-        raise DebuggerMissing("gdb was not found on PATH", REMEDY)
-    return path
+    return preflight.find(EXECUTABLE, REMEDY)
 
 
 def catch_argv(gdb: str, pid: int) -> list[str]:
@@ -49,12 +44,6 @@ def attach_error(session: batch.Session, pid: int) -> LabError | None:
     """The error a failed attach printed ("ptrace: Operation not permitted."), or None."""
     for line in session.lines:
         text = line.strip()
-        if not (text.startswith("ptrace:") or text.startswith("Could not attach")):
-            continue
-        if not batch.alive(pid) or "No such process" in text:
-            return TargetExited(f"process {pid} exited before gdb attached: {text}",
-                                TARGET_REMEDY)
-        if "Operation not permitted" in text or "Could not attach" in text:
-            return PtraceRefused(f"gdb may not attach to process {pid}: {text}")
-        return DebuggerFailed(f"gdb could not attach to process {pid}: {text}")
+        if text.startswith("ptrace:") or text.startswith("Could not attach"):
+            return preflight.attach_failure("gdb", pid, text)
     return None

@@ -9,43 +9,30 @@ as package data (``capture.lldb``, ``catch.lldb``) and parses the transcript.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.debuggers import batch
-from lab.errors import (
-    BadInput,
-    DebuggerFailed,
-    DebuggerMissing,
-    LabError,
-    PtraceRefused,
-    TargetExited,
-)
+from lab import process
+from lab.debuggers import batch, preflight
+from lab.errors import DebuggerFailed, LabError
 from lab.evidence import DebuggerInfo
 
 EXECUTABLE = "lldb"
 REMEDY = "install lldb: apt-get install lldb (macOS: xcode-select --install)"
-TARGET_REMEDY = "the process must still run while the debugger attaches"
 TRANSCRIPT_NAME = "lldb.txt"
 SCRIPTS = Path(__file__).resolve().parent
 CAPTURE_SCRIPT = SCRIPTS / "capture.lldb"  # record the stopped process, detach
 CATCH_SCRIPT = SCRIPTS / "catch.lldb"  # set up signal handling and continue
 
 CAPTURE_TIMEOUT_S = 120.0  # the whole capture: the default of capture(timeout=)
-# Yama's "no attach" mode (Documentation/admin-guide/LSM/Yama.rst): no sysctl undoes it.
-YAMA_PTRACE_DISABLED = 3
 
 Progress = Callable[[str], None]
 
 
 def find() -> str:
     """The path of the lldb executable; raises DebuggerMissing."""
-    path = shutil.which(EXECUTABLE)
-    if path is None:
-        raise DebuggerMissing("lldb was not found on PATH", REMEDY)
-    return path
+    return preflight.find(EXECUTABLE, REMEDY)
 
 
 def capture_argv(lldb: str, pid: int) -> list[str]:
@@ -75,37 +62,9 @@ def parse(text: str, transcript: str | None = TRANSCRIPT_NAME) -> DebuggerInfo:
 def attach_error(session: batch.Session, pid: int) -> LabError | None:
     """The error an attach that failed printed, as a LabError; None when it attached."""
     for line in session.errors():
-        if "attach failed" not in line and "process attach" not in line:
-            continue
-        if not batch.alive(pid) or "No such process" in line or "does not exist" in line:
-            return TargetExited(f"process {pid} exited before lldb attached: {line}",
-                                TARGET_REMEDY)
-        if "Operation not permitted" in line or "ptrace" in line or "permission" in line:
-            return PtraceRefused(f"lldb may not attach to process {pid}: {line}")
-        return DebuggerFailed(f"lldb could not attach to process {pid}: {line}")
+        if "attach failed" in line or "process attach" in line:
+            return preflight.attach_failure("lldb", pid, line)
     return None
-
-
-def check_target(pid: int) -> bool:
-    """Refuse a target lldb cannot attach to; return whether it is stopped (state T).
-
-    Raises BadInput (this process), PtraceRefused, TargetExited.
-    """
-    if pid == os.getpid():
-        # lldb would stop the very process that waits for its output: both would hang.
-        raise BadInput("the lab cannot attach a debugger to itself", "pass another process id")
-    if _ptrace_scope() == YAMA_PTRACE_DISABLED:
-        raise PtraceRefused("kernel.yama.ptrace_scope is 3: ptrace is disabled until reboot")
-    state = batch.proc_state(pid)
-    if state is None:
-        raise TargetExited(f"process {pid} does not exist", TARGET_REMEDY)
-    letter, tracer = state
-    if letter in "ZX":
-        raise TargetExited(f"process {pid} has exited (zombie)", TARGET_REMEDY)
-    if tracer:
-        raise PtraceRefused(f"process {pid} is already traced by process {tracer}",
-                            "detach the other tracer (gdb, strace) first")
-    return letter in "Tt"
 
 
 def capture(
@@ -126,7 +85,7 @@ def capture(
     started = time.monotonic()
     report = progress or (lambda _message: None)
     lldb = find()
-    was_stopped = check_target(pid)
+    was_stopped = preflight.check_target(pid)
     session = batch.Session(capture_argv(lldb, pid), Path(out_dir) / TRANSCRIPT_NAME,
                             {"pid": str(pid), **syscall_notes(pid)})
     try:
@@ -144,7 +103,7 @@ def capture(
     finally:
         session.close()
         report(f"lldb: exited after step {session.last_step or 'attach'}")
-        problem = batch.wait_released(pid, was_stopped, "lldb")
+        problem = process.wait_released(pid, was_stopped, "lldb")
     info = parse(session.path.read_text(encoding="utf-8", errors="replace"))
     info.seconds = round(time.monotonic() - started, 3)
     if not session.reached("done"):
@@ -172,11 +131,3 @@ def syscall_notes(pid: int) -> dict[str, str]:
         except OSError:
             continue
     return notes
-
-
-def _ptrace_scope() -> int | None:
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None  # no Yama: only the classic same-uid / CAP_SYS_PTRACE rules apply

@@ -8,9 +8,7 @@ in copied memory (fork).
 
 from __future__ import annotations
 
-import importlib
-
-from lab.errors import BadInput
+from lab import registry
 
 # name -> module, imported lazily so a launcher's dependencies load only when used.
 LAUNCHERS = {
@@ -29,7 +27,4 @@ def names() -> list[str]:
 
 def get(name: str):
     """Return the launcher module for ``name``; raises BadInput for an unknown one."""
-    try:
-        return importlib.import_module(LAUNCHERS[name])
-    except KeyError:
-        raise BadInput(f"unknown launcher {name!r}; choose from: {', '.join(LAUNCHERS)}") from None
+    return registry.load(LAUNCHERS, name, "launcher")

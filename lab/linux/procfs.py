@@ -10,10 +10,7 @@ from dataclasses import dataclass
 
 from lab.evidence import ThreadState
 from lab.linux import syscalls
-
-
-class Gone(Exception):
-    """The process or thread no longer exists (or was reaped while we read it)."""
+from lab.process.backend import Gone  # one Gone for the seam and /proc: raised below
 
 
 def _read(path: str) -> bytes:

@@ -1,4 +1,4 @@
-"""The matrix's cells: every catalog scenario × launcher, and the Celery pools and fixes."""
+"""The matrix's cells: every catalog entry × each of its launchers."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ class Cell:
     why_not: str | None = None  # None: it can run here
     fixed_of: str | None = None
     fix: str | None = None
-    pool: str | None = None  # celery-chromadb only
-    celery_fix: str | None = None
 
     @property
     def key(self) -> str:
@@ -33,27 +31,14 @@ def _why_not(missing: list[str]) -> str | None:
 
 
 def all_cells() -> list[Cell]:
-    """Every cell in catalog order, then celery-chromadb; ``why_not`` set where it cannot run."""
-    import lab.celery_lab as celery
-
+    """Every cell in catalog order; ``why_not`` set where it cannot run."""
     cells = []
     for name in scenarios.names():
-        scenario = scenarios.get(name)
-        why = _why_not(scenario.missing())
-        for launcher, expected in scenario.expected.items():
-            cells.append(Cell(name, launcher, expected, why, scenario.fixed_of,
-                              scenario.fix or None))
-    for pool, fix in celery.combinations():
-        cells.append(Cell(celery.SCENARIO, celery.launcher_name(pool, fix),
-                          celery.expected(pool, fix), _why_not(celery.missing(pool)),
-                          celery.SCENARIO if fix != "none" else None,
-                          None if fix == "none" else f"create the client {_CELERY_FIX[fix]}",
-                          pool=pool, celery_fix=fix))
+        entry = scenarios.get(name)
+        for launcher, expected in entry.expected.items():
+            cells.append(Cell(name, launcher, expected, _why_not(entry.missing(launcher)),
+                              *entry.fixes(launcher)))
     return cells
-
-
-_CELERY_FIX = {"worker-process-init": "in a worker_process_init handler",
-               "lazy": "lazily, on first use in the pool child"}
 
 
 def patterns(text: str | None) -> list[str]:

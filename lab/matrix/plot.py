@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from lab import matrix
+from lab.evidence import write_atomic
 
 VERDICT_COLOURS = {
     "ok": "#4caf50",
@@ -125,18 +125,7 @@ def write_png(merged: dict, path: Path) -> Path:
     path = Path(path)
     with matplotlib.rc_context({"font.family": "DejaVu Sans", "hatch.linewidth": 0.6}):
         fig = figure(merged)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                fig.savefig(handle, format="png", dpi=DPI, metadata={"Software": None})
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        image = io.BytesIO()
+        fig.savefig(image, format="png", dpi=DPI, metadata={"Software": None})
+    write_atomic(path, image.getvalue())
     return path

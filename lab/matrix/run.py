@@ -23,7 +23,7 @@ from lab.errors import (
 )
 from lab.evidence import write_atomic
 from lab.matrix.cells import Cell, all_cells, patterns, select
-from lab.progress import Progress
+from lab.options import RunOptions
 
 # Errors of the environment, not of one cell: every later cell would fail the same way.
 FATAL = (DebuggerMissing, PtraceRefused, OutputNotWritable, Interrupted)
@@ -90,19 +90,6 @@ def row_for(cell: Cell, status: str, runs: list[dict] | None = None, why: str | 
             "example": example, "fixed_of": cell.fixed_of, "fix": cell.fix}
 
 
-def _celery_once(cell: Cell, options: MatrixOptions) -> dict:
-    """One run of a celery-chromadb cell, as a trial record (the fields run_trials records)."""
-    from lab.celery_lab.runner import run_celery
-
-    started = time.monotonic()
-    evidence = run_celery(cell.pool, cell.celery_fix, debugger=options.debugger,
-                          timeout=options.timeout, out_base=options.out_base,
-                          progress=Progress(enabled=False), echo_output=False)
-    return {"verdict": evidence.verdict, "seconds": round(time.monotonic() - started, 3),
-            "detect_s": evidence.detect_s,
-            "evidence": str(Path(evidence.evidence_dir) / "evidence.json")}
-
-
 def _run_cell(cell: Cell, options: MatrixOptions, say) -> tuple[str, list[dict], str | None]:
     """Run ``cell``'s trials; return (status, runs, why). Fatal errors propagate with the runs
     done so far attached as ``exc.matrix_runs``."""
@@ -116,14 +103,9 @@ def _run_cell(cell: Cell, options: MatrixOptions, say) -> tuple[str, list[dict],
         say(f"{cell.key} trial {index}/{total}: {run['verdict']} in {run['seconds']:.2f} s")
 
     try:
-        if cell.pool is None:
-            run_trials(cell.scenario, cell.launcher, options.trials, debugger=options.debugger,
-                       timeout=options.timeout, out_base=options.out_base, quiet=True,
-                       on_trial=on_trial)
-        else:
-            for index in range(1, options.trials + 1):
-                on_trial(index, options.trials, {"trial": index,
-                                                 **_celery_once(cell, options)})
+        run_trials(cell.scenario, cell.launcher, options.trials,
+                   RunOptions(debugger=options.debugger, timeout=options.timeout,
+                              out_base=options.out_base), quiet=True, on_trial=on_trial)
     except MissingPackage as exc:
         return matrix.NOT_RUN, runs, exc.line()
     except FATAL as exc:

@@ -1,18 +1,91 @@
-"""The scenario catalog: name -> module, imported lazily, each with its expected verdicts."""
+"""The scenario catalog: name -> entry, imported lazily, each with its expected verdicts.
+
+Every entry resolves to a ``Target`` for one of its launchers (``entry.target(launcher)``): the
+fork hazards below run in ``lab.scenarios.host``; the Celery lab (``celery-chromadb``) runs a
+real worker, its pools and fixes as its launchers. ``lab list``, ``lab run`` and ``lab matrix``
+treat them all alike.
+"""
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import registry
 from lab.errors import BadInput, LabError
+from lab.target import REPO, Target
+
+
+class MissingPackage(LabError):
+    exit_status = 9
+
+
+class CatalogEntry:
+    """What every catalog entry offers; subclasses set the attributes and ``target``."""
+
+    name: str
+    summary: str
+    expected: dict[str, str]  # launcher -> expected verdict
+    requires: tuple[str, ...] = ()
+    default_timeout: float = 60.0
+    fixed_of: str | None = None  # the broken scenario this one is the fixed twin of
+    fix: str = ""  # one line: what the fix is
+
+    @property
+    def default_launcher(self) -> str:
+        return "fork" if "fork" in self.expected else next(iter(self.expected))
+
+    def missing(self, launcher: str | None = None) -> list[str]:
+        """The packages missing here to run ``launcher`` (any launcher when None)."""
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def fixes(self, launcher: str) -> tuple[str | None, str | None]:
+        """(the broken entry it fixes, the fix in one line) for one launcher of this entry."""
+        return self.fixed_of, self.fix or None
+
+    def choose_launcher(self, launcher: str | None, pool: str | None = None,
+                        fix: str | None = None) -> str:
+        """The launcher a command line asks for: ``--launcher``, or ``--pool``/``--fix``."""
+        if pool is None and fix in (None, "none"):
+            return launcher or self.default_launcher
+        if launcher is not None:
+            raise BadInput("give --launcher, or --pool and --fix, not both")
+        return self.launcher_for(pool, fix or "none")
+
+    def launcher_for(self, pool: str | None, fix: str) -> str:
+        raise BadInput(f"--pool and --fix apply to an entry with worker pools, not {self.name!r}",
+                       "`python -m lab list` shows each entry's launchers")
+
+    def check_launcher(self, launcher: str) -> None:
+        if launcher not in self.expected:
+            raise BadInput(f"scenario {self.name!r} does not run under launcher {launcher!r}; "
+                           f"it runs under: {', '.join(self.expected)}")
+
+    def missing_error(self, missing: list[str], launcher: str | None = None) -> MissingPackage:
+        what = f"scenario {self.name!r}" + (f" with launcher {launcher!r}" if launcher else "")
+        quoted = " ".join(f"'{m}'" if any(c in m for c in "<>=") else m for m in missing)
+        return MissingPackage(f"{what} needs {', '.join(missing)}, not installed here",
+                              f"pip install {quoted}")
+
+    def row(self) -> dict[str, Any]:
+        """This entry as `lab list --json` shows it."""
+        missing = self.missing()
+        return {"name": self.name, "summary": self.summary, "expected": dict(self.expected),
+                "launchers": list(self.expected), "requires": list(self.requires),
+                "runnable": not missing and sys.platform == "linux",
+                "why_not": (f"missing: {', '.join(missing)}" if missing else
+                            None if sys.platform == "linux" else "needs Linux"),
+                "fixed_of": self.fixed_of, "fix": self.fix or None}
+
+    def target(self, launcher: str, python: str | None = None) -> Target:
+        raise NotImplementedError
 
 
 @dataclass
-class Scenario:
+class Scenario(CatalogEntry):
     """A fork hazard: what the parent sets up, what the child does, what must happen."""
 
     name: str
@@ -33,8 +106,27 @@ class Scenario:
     fixed_of: str | None = None  # the broken scenario this one is the fixed twin of
     fix: str = ""  # one line: what the fix is
 
-    def missing(self) -> list[str]:
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+    def target(self, launcher: str, python: str | None = None) -> Target:
+        """Run in ``lab.scenarios.host`` under ``launcher`` (in interpreter ``python`` when
+        given: e.g. a CPython 3.12 to see its fork DeprecationWarning). Raises BadInput,
+        MissingPackage."""
+        from lab import interpreters, launchers
+
+        launchers.get(launcher)
+        self.check_launcher(launcher)
+        interpreter, version = sys.executable, None
+        if python is not None:
+            interpreter, version, missing = interpreters.probe(python, self.requires)
+        else:
+            missing = self.missing()
+        if missing:
+            raise self.missing_error(missing)
+        return Target(argv=[interpreter, "-m", "lab.scenarios.host", self.name, "--launcher",
+                            launcher],
+                      label=f"{self.name}-{launcher}", env=dict(self.env), cwd=str(REPO),
+                      timeout=self.default_timeout, scenario=self.name, launcher=launcher,
+                      expected=self.expected[launcher], side_channel=True,
+                      scratch_env="LAB_SCRATCH_DIR", python_version=version)
 
 
 # name -> "module" (its SCENARIO) or "module:ATTRIBUTE"; imported only when asked for.
@@ -67,6 +159,8 @@ SCENARIOS = {
     "kuzu": "lab.scenarios.kuzu_db:KUZU",
     "kuzu-close-before-launch": "lab.scenarios.kuzu_db:KUZU_CLOSED",
     "onnxruntime": "lab.scenarios.onnxruntime_pool:ONNXRUNTIME",
+    # a real Celery worker: its pools and fixes are the launchers
+    "celery-chromadb": "lab.celery_lab.catalog:CELERY",
 }
 
 
@@ -74,14 +168,7 @@ def names() -> list[str]:
     return list(SCENARIOS)
 
 
-def get(name: str) -> Scenario:
-    """Return the scenario called ``name``; raises BadInput for an unknown one."""
-    if name not in SCENARIOS:
-        raise BadInput(f"unknown scenario {name!r}; `python -m lab list` shows them: "
-                       f"{', '.join(SCENARIOS)}")
-    module, _, attribute = SCENARIOS[name].partition(":")
-    return getattr(importlib.import_module(module), attribute or "SCENARIO")
-
-
-class MissingPackage(LabError):
-    exit_status = 9
+def get(name: str) -> CatalogEntry:
+    """Return the entry called ``name``; raises BadInput for an unknown one."""
+    return registry.load(SCENARIOS, name, "scenario",
+                         "`python -m lab list` shows them with their launchers", "SCENARIO")

@@ -1,55 +1,26 @@
 """The process a scenario runs in: prepare in the parent, report the threads at fork, launch.
 
-Run by the lab as ``python -m lab.scenarios.host NAME --launcher L`` under a watch. When the
-lab passes ``LAB_REPORT_FIFO``, JSON lines go there: per fork, the forking thread and every
-other thread of the parent at that instant (the ones the child will not have); findings /proc
-cannot see (data loss, a swallowed exception); warnings.
+Run by the lab as ``python -m lab.scenarios.host NAME --launcher L`` under a watch. It reports
+on the lab's channel (``lab.reports``): per fork, the forking thread and every other thread of
+the parent at that instant (the ones the child will not have); findings /proc cannot see (data
+loss, a swallowed exception); warnings.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
-import time
 import warnings
 
-from lab import inventory, launchers, scenarios
-
-
-def report(event: dict) -> None:
-    """Send one JSON line to the lab through the FIFO at LAB_REPORT_FIFO (nothing without it).
-
-    A FIFO path, not an inherited fd, so that spawned and forkserver children, which inherit
-    no descriptors, report too. One open and one write per event: lines up to PIPE_BUF bytes
-    never interleave with another writer's.
-    """
-    path = os.environ.get("LAB_REPORT_FIFO")
-    if not path:
-        return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:
-        return  # the lab went away; the scenario still runs
-    try:
-        os.write(fd, json.dumps(event, default=str).encode() + b"\n")
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+from lab import launchers, reports, scenarios
+from lab.reports import Event
 
 
 def report_finding(pid: int, verdict: str, detail: str) -> None:
     """A verdict /proc cannot see, e.g. ("data-loss", "the child's commit is not on disk")."""
-    report({"event": "finding", "pid": pid, "verdict": verdict, "detail": detail})
-
-
-def _before_fork() -> None:
-    tid, others = inventory.threads_at_fork()
-    report({"event": "fork", "pid": os.getpid(), "tid": tid, "t_ns": time.monotonic_ns(),
-            "threads": [t.__dict__ for t in others]})
+    reports.send(Event.FINDING, pid=pid, verdict=verdict, detail=detail)
 
 
 def _tap_future_exceptions() -> None:
@@ -61,8 +32,8 @@ def _tap_future_exceptions() -> None:
         return
 
     def set_exception(self, exception):
-        report({"event": "exception", "pid": os.getpid(), "type": type(exception).__name__,
-                "message": str(exception)})
+        reports.send(Event.EXCEPTION, pid=os.getpid(), type=type(exception).__name__,
+                     message=str(exception))
         return original(self, exception)
 
     set_exception.lab_tap = True
@@ -75,8 +46,8 @@ def _tap_warnings() -> None:
     original = warnings.showwarning
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
-        report({"event": "warning", "pid": os.getpid(), "category": category.__name__,
-                "message": str(message), "file": filename, "line": lineno})
+        reports.send(Event.WARNING, pid=os.getpid(), category=category.__name__,
+                     message=str(message), file=filename, line=lineno)
         return original(message, category, filename, lineno, file, line)
 
     warnings.showwarning = showwarning
@@ -104,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     _tap_warnings()
     _tap_future_exceptions()
     state = scenario.prepare()
-    os.register_at_fork(before=_before_fork)
+    os.register_at_fork(before=reports.send_fork)
     payload = scenario.handoff(state, launcher.PICKLES_ARGS) if scenario.handoff else state
     try:
         child = launcher.Popen(run_child, (scenario.name, payload))

@@ -10,7 +10,6 @@ deadlock.
 
 from __future__ import annotations
 
-import signal as _signal
 from dataclasses import dataclass, field
 
 from lab.evidence import ThreadState
@@ -147,10 +146,3 @@ def describe_unfinished(watch: DeadlockWatch) -> str:
                 f"of a CPU over the last {t1 - t0:.2f} s")
     waits = sorted({describe_wait(t) for t in last})
     return "blocked, not a proven deadlock: " + "; ".join(waits)
-
-
-def signal_name(number: int) -> str:
-    try:
-        return _signal.Signals(number).name
-    except ValueError:
-        return f"SIG{number}"

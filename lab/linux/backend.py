@@ -1,0 +1,65 @@
+"""The Linux process backend: /proc for state and threads, cn_proc for forks and exits."""
+
+from __future__ import annotations
+
+from lab.evidence import ThreadState
+from lab.linux import netlink, prctl, procfs
+from lab.process.backend import Exited, Forked, ProcInfo
+
+POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reaped by its own "
+                "parent between two polls is seen without its exit status")
+
+
+class LinuxBackend:
+    """Reads /proc; once opened, the lab is a child subreaper and hears cn_proc events."""
+
+    def __init__(self):
+        self.mode = "polling"
+        self.note: str | None = None
+        self._connector: netlink.ProcessConnector | None = None
+
+    def open(self) -> None:
+        prctl.set_child_subreaper()
+        try:
+            self._connector = netlink.ProcessConnector()
+            self.mode, self.note = "netlink", None
+        except netlink.Unavailable as exc:
+            self.mode, self.note = "polling", f"{exc}; {POLLING_NOTE}"
+
+    def fileno(self) -> int | None:
+        return self._connector.fileno() if self._connector is not None else None
+
+    def events(self) -> list[Forked | Exited]:
+        if self._connector is None:
+            return []
+        found: list[Forked | Exited] = []
+        for event in self._connector.read_events():
+            if event.is_thread:
+                continue
+            if isinstance(event, netlink.ForkEvent):
+                found.append(Forked(event.parent_tgid, event.child_tgid, event.timestamp_ns))
+            else:
+                found.append(Exited(event.tgid, event.wait_status, event.timestamp_ns))
+        return found
+
+    def info(self, pid: int) -> ProcInfo:
+        st = procfs.stat(pid)
+        return ProcInfo(pid=st.pid, ppid=st.ppid, state=st.state, session=st.session,
+                        exit_code=st.exit_code)
+
+    def tracer(self, pid: int) -> int:
+        return procfs.tracer_pid(pid)
+
+    def children(self, pid: int) -> set[int]:
+        return procfs.children(pid)
+
+    def threads(self, pid: int) -> list[ThreadState]:
+        return procfs.threads(pid)
+
+    def cmdline(self, pid: int) -> list[str]:
+        return procfs.cmdline(pid)
+
+    def close(self) -> None:
+        if self._connector is not None:
+            self._connector.close()
+            self._connector = None

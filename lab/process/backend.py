@@ -1,0 +1,74 @@
+"""The process-backend seam: what the lab needs to know about a tree of processes, on any OS.
+
+A backend answers questions about processes by PID (state, parent, session, threads, argv,
+children) and, where the OS can tell, reports forks and exits as they happen. The Linux one
+(``lab.linux.backend``) reads /proc and listens on the netlink process connector; a portable
+one serves systems without /proc. The observers and the ProcessTree only talk to this
+interface, so a backend can be added without touching them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from lab.evidence import ThreadState
+
+
+class Gone(Exception):
+    """The process or thread no longer exists (or was reaped while it was read)."""
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    state: str  # one letter: R S D T t Z X ...
+    session: int
+    exit_code: int | None = None  # wait-status form, where the OS shows it for a zombie
+
+
+@dataclass(frozen=True)
+class Forked:
+    parent: int
+    child: int
+    timestamp_ns: int  # CLOCK_MONOTONIC
+
+
+@dataclass(frozen=True)
+class Exited:
+    pid: int
+    wait_status: int  # as waitpid(2) reports it
+    timestamp_ns: int
+
+
+class Backend(Protocol):
+    mode: str  # the evidence's watch_mode: "netlink", "polling", ...
+    note: str | None  # what this mode cannot see, for the evidence's watch_note
+
+    def open(self) -> None:
+        """Prepare to follow a tree started after this call (subreaper, event source)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when events are queued; None: poll."""
+
+    def events(self) -> list[Forked | Exited]:
+        """Process (not thread) forks and exits queued since the last call; never blocks."""
+
+    def info(self, pid: int) -> ProcInfo:
+        """Raises Gone."""
+
+    def tracer(self, pid: int) -> int:
+        """The PID of the process tracing ``pid`` (0: none). Raises Gone."""
+
+    def children(self, pid: int) -> set[int]:
+        """Direct children of ``pid``. Raises Gone."""
+
+    def threads(self, pid: int) -> list[ThreadState]:
+        """Every thread of ``pid``, with what it waits in where the OS shows it. Raises Gone."""
+
+    def cmdline(self, pid: int) -> list[str]:
+        """Raises Gone (and PermissionError where the OS refuses)."""
+
+    def close(self) -> None:
+        """Release the event source."""

@@ -1,0 +1,309 @@
+"""The processes of one run: start the root, follow every descendant, stop and reap them all.
+
+The ProcessTree is the one owner of a run's processes. It starts the root in a session of its
+own, registers each descendant the backend reports (fork events, children it lists, orphans
+re-parented to the lab as subreaper), normalises each exit status once, and at the end stops
+what still runs (SIGCONT, SIGTERM, a grace, SIGKILL) and reaps it all. An ``atexit`` backstop
+kills whatever a tree still held when the lab dies of its own bug before its cleanup ran.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from lab import evidence as ev, interrupts, redact
+from lab.errors import BadInput, CommandNotFound
+from lab.process import reap_children, signal_name
+from lab.process.backend import Backend, Exited, Forked, Gone
+from lab.verdicts import Verdict
+
+POLL_INTERVAL_S = 0.02  # the longest wait for an event before /proc is sampled again
+TERM_GRACE_S = 1.0
+KILL_DEADLINE_S = 10.0
+
+# Every tracked pid and every root (a session leader) of every live tree: the backstop's list.
+_LIVE_PIDS: set[int] = set()
+_SESSIONS: set[int] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """The backstop when the lab dies of its own bug before its cleanup ran."""
+    for pid in list(_LIVE_PIDS):
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+    for leader in list(_SESSIONS):  # what was forked after the last scan
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.killpg(leader, sig)
+            except (ProcessLookupError, PermissionError):
+                break
+
+
+@dataclass
+class Member:
+    """One process of the tree and what is known of its end."""
+
+    record: ev.ProcessRecord
+    forked_ns: int | None = None
+    finished: bool = False
+    wait_status: int | None = None
+    finished_at: float | None = None
+
+
+class ProcessTree:
+    """Register, follow, stop, reap. ``members`` is in the order the processes were seen."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.members: dict[int, Member] = {}
+        self.root: subprocess.Popen | None = None
+        self.on_stop: Callable[[list[int]], None] | None = None  # told what stop() signals
+
+    # -- starting and registering --------------------------------------------------------------
+
+    def spawn(self, argv: list[str], *, env: dict[str, str], cwd: str | None) -> subprocess.Popen:
+        """Start the root in a new session, its output on one pipe; raises CommandNotFound,
+        BadInput (not executable)."""
+        with interrupts.deferred():  # stop() must know every process that was started
+            try:
+                self.root = subprocess.Popen(
+                    argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True)
+            except FileNotFoundError as exc:
+                raise CommandNotFound(f"command not found: {argv[0]}") from exc
+            except PermissionError as exc:
+                raise BadInput(f"command is not executable: {argv[0]}") from exc
+            _SESSIONS.add(self.root.pid)
+            self.add(self.root.pid, os.getpid())
+        return self.root
+
+    def add(self, pid: int, ppid: int | None, forked_ns: int | None = None) -> Member:
+        member = self.members.get(pid)
+        if member is None:
+            try:
+                argv = self.backend.cmdline(pid)
+            except (Gone, PermissionError):
+                argv = []
+            member = Member(ev.ProcessRecord(pid=pid, ppid=ppid, argv=redact.argv(argv)),
+                            forked_ns=forked_ns)
+            self.members[pid] = member
+            _LIVE_PIDS.add(pid)
+        return member
+
+    @property
+    def records(self) -> list[ev.ProcessRecord]:
+        return [member.record for member in self.members.values()]
+
+    def unfinished(self) -> list[int]:
+        return [pid for pid, member in self.members.items() if not member.finished]
+
+    def all_finished(self) -> bool:
+        return all(member.finished for member in self.members.values())
+
+    # -- following -------------------------------------------------------------------------------
+
+    def update(self) -> None:
+        """One step: take the backend's events, reap our children, find new descendants."""
+        self._take_events()
+        self._reap_members()
+        self.discover()
+
+    def wait(self, timeout: float, extra: Iterable = ()) -> None:
+        """Block until an event or ``extra`` is readable, at most ``timeout`` s."""
+        fd = self.backend.fileno()
+        waitables = [w for w in (fd, *extra) if w is not None]
+        select.select(waitables, [], [], max(0.0, timeout))
+
+    def discover(self) -> None:
+        for parent in self.unfinished():
+            try:
+                kids = self.backend.children(parent)
+            except Gone:
+                continue
+            for kid in kids:
+                if kid not in self.members:
+                    self.add(kid, parent)
+        # Orphans re-parented to us, the subreaper: ours only when they are in the root's
+        # session. A process that runs several trees in turn (trials, the matrix) may still
+        # have another tree's children, or children of its own, that are none of ours.
+        try:
+            adopted = self.backend.children(os.getpid())
+        except Gone:
+            return
+        for kid in adopted - self.members.keys():
+            if self._in_our_session(kid):
+                self.add(kid, os.getpid())
+
+    def sample_exit(self, pid: int, when: float) -> bool:
+        """Note the exit of a member the backend shows as a zombie or as gone; True if so."""
+        member = self.members[pid]
+        try:
+            info = self.backend.info(pid)
+        except Gone:
+            if self.backend.fileno() is None and not member.finished:
+                # Polling: it exited and was reaped by its own parent between two polls.
+                self.finished(pid, None, when)
+            return True
+        if info.state == "Z":
+            if member.wait_status is None and info.exit_code is not None:
+                self.finished(pid, info.exit_code, when)
+            return True
+        return False
+
+    def finished(self, pid: int, wait_status: int | None, when: float) -> None:
+        """Record the end of ``pid`` once: exit code or signal, and what that alone says.
+
+        A process the lab killed, or one an observer already judged (a trap its debugger
+        stopped on), keeps its verdict: the exit adds only the status.
+        """
+        member = self.members[pid]
+        if member.finished:
+            return
+        member.finished, member.wait_status, member.finished_at = True, wait_status, when
+        record = member.record
+        settled = record.killed_by_lab or record.verdict is not None
+        if wait_status is None:
+            if not settled:
+                record.detail = ("exited; its exit status was not observed (reaped by its own "
+                                 "parent between two polls: the process connector was not "
+                                 "available)")
+            return
+        if os.WIFSIGNALED(wait_status):
+            number = os.WTERMSIG(wait_status)
+            record.exit_code = -number
+            if settled:
+                record.signal = record.signal or signal_name(number)
+                return
+            record.signal = signal_name(number)
+            record.verdict = Verdict.CRASH.value
+            core = " (core dumped)" if os.WCOREDUMP(wait_status) else ""
+            record.detail = f"killed by {record.signal}{core}, a signal the lab did not send"
+        elif os.WIFEXITED(wait_status):
+            record.exit_code = os.WEXITSTATUS(wait_status)
+            if settled:
+                return
+            record.verdict = Verdict.OK.value if record.exit_code == 0 else Verdict.ERROR.value
+            record.detail = f"exited with status {record.exit_code}"
+
+    # -- stopping --------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """SIGCONT then SIGTERM every live member, SIGKILL after a grace, reap them all."""
+        if self.root is None:
+            self.backend.close()
+            return
+        live = self.live()
+        if live and self.on_stop is not None:
+            self.on_stop(live)
+        for sig in (signal.SIGCONT, signal.SIGTERM):
+            self._signal_all(live, sig)
+        self._signal_group(signal.SIGCONT)
+        self._wait_gone(TERM_GRACE_S)
+        self._signal_all(self.live(), signal.SIGKILL)
+        self._signal_group(signal.SIGKILL)
+        self._wait_gone(KILL_DEADLINE_S)
+        self._wait_reaped(KILL_DEADLINE_S)
+        self._take_events()
+        self.backend.close()
+        for pid in self.members:
+            _LIVE_PIDS.discard(pid)
+        _SESSIONS.discard(self.root.pid)
+
+    def live(self) -> list[int]:
+        """Members still running (not finished, not zombies)."""
+        self.discover()
+        found = []
+        for pid in self.unfinished():
+            try:
+                if self.backend.info(pid).state != "Z":
+                    found.append(pid)
+            except Gone:
+                continue
+        return found
+
+    def _signal_all(self, pids: list[int], sig: int) -> None:
+        for pid in pids:
+            self.members[pid].record.killed_by_lab = True
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _signal_group(self, sig: int) -> None:
+        # Catch a process forked after the last scan: the root's process group.
+        try:
+            os.killpg(self.root.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _wait_gone(self, limit: float) -> None:
+        end = time.monotonic() + limit
+        while time.monotonic() < end:
+            self._take_events()
+            self._reap_members()
+            if not self.live():
+                return
+            self.wait(POLL_INTERVAL_S)
+
+    def _wait_reaped(self, limit: float) -> None:
+        """Until no member is left, even as a zombie: a dead grandchild whose parent dies after
+        it is re-parented to us, and must be reaped here, not by the next run of this process."""
+        end = time.monotonic() + limit
+        while True:
+            self._reap_any()
+            left = [pid for pid in self.members if self._in_our_session(pid)]
+            if not left or time.monotonic() >= end:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            select.select([], [], [], POLL_INTERVAL_S)
+
+    # -- events and reaping ----------------------------------------------------------------------
+
+    def _take_events(self) -> None:
+        for event in self.backend.events():
+            if isinstance(event, Forked):
+                if event.parent in self.members:
+                    self.add(event.child, event.parent, event.timestamp_ns)
+            elif isinstance(event, Exited) and event.pid in self.members:
+                self.finished(event.pid, event.wait_status, event.timestamp_ns / 1e9)
+
+    def _reap_members(self) -> None:
+        for pid in list(self.members):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue  # not our child (its own parent reaps it) or already reaped
+            if done:
+                self._reaped(pid, status)
+
+    def _reap_any(self) -> None:
+        for pid, status in reap_children():
+            if pid in self.members:
+                self._reaped(pid, status)
+
+    def _reaped(self, pid: int, status: int) -> None:
+        if self.root is not None and pid == self.root.pid:
+            self.root.returncode = os.waitstatus_to_exitcode(status)
+        self.finished(pid, status, time.monotonic())
+
+    def _in_our_session(self, pid: int) -> bool:
+        """Does ``pid`` exist as a process of the root's session (not a reused PID)?"""
+        try:
+            return self.root is not None and self.backend.info(pid).session == self.root.pid
+        except Gone:
+            return False

@@ -1,0 +1,39 @@
+"""What a run runs: a Target, resolved once from a raw command or a catalog entry + launcher."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab.session import RunSession
+
+REPO = Path(__file__).resolve().parents[1]
+WATCH_TIMEOUT_S = 60.0  # `lab watch` without --timeout
+
+
+@dataclass
+class Target:
+    """A command, how to start it, and what the lab knows of it before it runs."""
+
+    argv: list[str]
+    label: str  # names the run directory
+    env: dict[str, str] = field(default_factory=dict)  # added to the lab's own environment
+    cwd: str | None = None
+    timeout: float = WATCH_TIMEOUT_S  # the default; --timeout overrides it
+    scenario: str | None = None
+    launcher: str | None = None
+    expected: str | None = None  # the verdict the catalog predicts; None for a raw command
+    side_channel: bool = False  # give the command the report channel (lab.reports)
+    scratch_env: str | None = None  # a per-run temporary directory, passed in this variable
+    python_version: str | None = None  # the interpreter the target runs in, when not the lab's
+    # Adds facts to the evidence before its final write (never after: nothing reopens it).
+    annotate: Callable[[RunSession], None] | None = None
+
+
+def command(argv: list[str], timeout: float | None = None) -> Target:
+    """A raw command, as `lab watch -- CMD` runs it."""
+    label = Path(argv[0]).name if argv else "run"
+    return Target(argv=list(argv), label=label, timeout=timeout or WATCH_TIMEOUT_S)
