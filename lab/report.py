@@ -1,16 +1,21 @@
-"""``lab report RUN_DIR``: a bug report (report.md) a maintainer can read without the lab."""
+"""``lab report RUN_DIR``: a bug report (report.md) a maintainer can read without the lab.
+
+report.md is composed of the section generators of ``lab.render`` that summary.md uses too, and
+of its own (environment, fix, reproduction, files); values are escaped by ``lab.markdown``.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from lab import redact
+from lab import markdown as md, redact, render
 from lab.errors import BadInput
 from lab.evidence import DebugThread, Evidence, ProcessRecord, from_dict, write_atomic
-from lab.render import _blocking_calls, _culprit
 
 TOP_NATIVE = 12
 TOP_PYTHON = 12
@@ -105,7 +110,7 @@ def _catalog_fixes(scenario: str, no_matrix: bool) -> list[str]:
             if twin.fixed_of == scenario:
                 found.append(f"- `{name}`: {twin.fix}")
     if not found:
-        return [f"Not known: {why}, and the catalog names no fix for `{scenario}`."]
+        return [f"Not known: {why}, and the catalog names no fix for {md.code(scenario)}."]
     return [f"From the catalog, not measured ({why}; `python -m lab matrix` measures it):",
             *found]
 
@@ -120,7 +125,7 @@ def _program(argv: list[str]) -> str:
     return Path(argv[0]).name if argv else "a command"
 
 
-def _reproduce(evidence: Evidence) -> list[str]:
+def _reproduce(evidence: Evidence) -> Iterator[str]:
     debugger = evidence.debugger.name.lower() if evidence.debugger else "gdb"
     if evidence.scenario == "celery-chromadb" and evidence.launcher:
         from lab import celery_lab
@@ -136,112 +141,168 @@ def _reproduce(evidence: Evidence) -> list[str]:
                    f"--debugger {debugger}")
     else:
         lab_cmd = f"python -m lab watch --debugger {debugger} -- {shlex.join(evidence.command)}"
-    return ["In a checkout of the lab, on Linux (Python 3.10+, gdb; `make venv` installs the "
-            "rest into `.venv/`):", "", "```sh", "make venv", f".venv/bin/{lab_cmd}", "```", "",
-            "The program alone, without the lab (it " +
-            {"deadlock": "hangs: stop it with Ctrl-C", "hang": "does not finish"}.get(
-                evidence.verdict or "", f"ends with verdict {evidence.verdict}") + "):", "",
-            "```sh", shlex.join(evidence.command), "```"]
+    yield ("In a checkout of the lab, on Linux (Python 3.10+, gdb; `make venv` installs the rest "
+           "into `.venv/`):")
+    yield ""
+    yield from md.fence(["make venv", f".venv/bin/{lab_cmd}"], "sh")
+    yield ""
+    ending = {"deadlock": "hangs: stop it with Ctrl-C", "hang": "does not finish"}.get(
+        evidence.verdict or "", f"ends with verdict {md.text(evidence.verdict)}")
+    yield f"The program alone, without the lab (it {ending}):"
+    yield ""
+    yield from md.fence([shlex.join(evidence.command)], "sh")
 
 
-def _debug_thread(evidence: Evidence, culprit: ProcessRecord | None) -> DebugThread | None:
+def _debug_thread(evidence: Evidence, blocked: ProcessRecord | None) -> DebugThread | None:
     dbg = evidence.debugger
     if not dbg or not dbg.threads:
         return None
-    blocked = {t.tid for t in culprit.threads} if culprit else set()
-    return next((t for t in dbg.threads if t.tid in blocked), dbg.threads[0])
+    tids = {t.tid for t in blocked.threads} if blocked else set()
+    return next((t for t in dbg.threads if t.tid in tids), dbg.threads[0])
 
 
-def _stacks(evidence: Evidence, culprit: ProcessRecord | None) -> list[str]:
+def _format_stacks(evidence: Evidence, blocked: ProcessRecord | None) -> Iterator[str]:
+    """What the debugger saw of the blocked thread: its Python stack and top native frames."""
     dbg = evidence.debugger
     if dbg is None:
-        return ["No debugger captured this run (it ran with `--debugger none`); the reproduce "
-                "command below attaches one.", ""]
-    out = [f"Captured by {dbg.name} {dbg.version or ''}".rstrip() +
-           (f" attached to PID {dbg.pid}" if dbg.pid else "") + "."]
+        yield ("No debugger captured this run (it ran with `--debugger none`); the reproduce "
+               "command below attaches one.")
+        yield ""
+        return
+    name = " ".join(md.text(part) for part in (dbg.name, dbg.version) if part)
+    yield f"Captured by {name}" + (f" attached to PID {dbg.pid}" if dbg.pid else "") + "."
     if dbg.error:
-        out.append(f"The debugger reported: {dbg.error}")
-    for key in ("stop_reason", "signal", "instruction"):
-        if getattr(dbg, key):
-            out.append(f"- {key.replace('_', ' ')}: `{getattr(dbg, key)}`")
-    out.append("")
-    thread = _debug_thread(evidence, culprit)
+        yield f"The debugger reported: {md.text(dbg.error)}"
+    yield from render.format_debugger_facts(dbg, ("stop_reason", "signal", "instruction"))
+    yield ""
+    thread = _debug_thread(evidence, blocked)
     if thread is None:
-        return out + ["No stack was recorded.", ""]
+        yield "No stack was recorded."
+        yield ""
+        return
     if thread.python_frames:
-        out += [f"Python stack of thread {thread.tid} (most recent call first):", "", "```"]
-        out += [f'File "{f.file}", line {f.line}, in {f.function}'
-                for f in thread.python_frames[:TOP_PYTHON]]
-        out += ["```", ""]
-    out += [f"Top native frames of thread {thread.tid}:", "", "```"]
-    for f in thread.frames[:TOP_NATIVE]:
-        where = f" ({f.library})" if f.library else ""
-        source = f" at {f.file}:{f.line}" if f.file else ""
-        out.append(f"#{f.index:<2} {f.pc or '?':>18} {f.function or '??'}{where}{source}")
-    if len(thread.frames) > TOP_NATIVE:
-        out.append(f"... {len(thread.frames) - TOP_NATIVE} more frames in evidence.json")
-    return out + ["```", ""]
+        yield f"Python stack of thread {thread.tid} (most recent call first):"
+        yield ""
+        yield from render.format_python_stack(thread, TOP_PYTHON)
+        yield ""
+    yield f"Top native frames of thread {thread.tid}:"
+    yield ""
+    yield from render.format_native_stack(thread, TOP_NATIVE, source=True)
+    yield ""
 
 
-def report_markdown(evidence: Evidence, results_dir: Path = Path("results")) -> str:
-    """The text of report.md for ``evidence`` (secrets masked; see ``scrub``)."""
+def _format_environment(evidence: Evidence) -> Iterator[str]:
     p = evidence.platform
-    title = evidence.scenario or _program(evidence.command)
-    out = [f"# Bug report: {title}: {evidence.verdict or 'no verdict'}", ""]
-    if evidence.expected:
-        same = "as expected" if evidence.expected == evidence.verdict else "NOT as expected"
-        out += [f"Expected **{evidence.expected}**, observed **{evidence.verdict}** ({same})."]
-    else:
-        out += [f"Observed **{evidence.verdict}**."]
-    if evidence.detect_s is not None:
-        out[-1] += f" The lab reached that verdict {evidence.detect_s:.3f} s after the launch."
-    out += ["", EXPLAIN.get(evidence.verdict or "", ""), "", "## Environment", ""]
-    out += [f"- OS: {p.system}, architecture {p.machine}", f"- Python {p.python}",
-            f"- C library: {p.libc}",
-            f"- packages: {', '.join(f'{k} {v}' for k, v in p.packages.items()) or '-'}"]
+    yield "## Environment"
+    yield ""
+    yield f"- OS: {md.text(p.system)}, architecture {md.text(p.machine)}"
+    yield f"- Python {md.text(p.python)}"
+    yield f"- C library: {md.text(p.libc)}"
+    yield f"- packages: {render.packages(p) or '-'}"
     if evidence.launcher:
-        out.append(f"- launcher: `{evidence.launcher}`")
+        yield f"- launcher: {md.code(evidence.launcher)}"
     if evidence.watch_mode:
-        out.append(f"- watched with: {evidence.watch_mode}")
+        yield f"- watched with: {md.text(evidence.watch_mode)}"
     env = {k: v for k, v in redact.environment(evidence.environment).items()
            if k.startswith(RELEVANT_ENV)}
     if env:
-        out.append("- relevant environment: " +
-                   ", ".join(f"`{k}={v}`" for k, v in env.items()))
-    out += ["", "## Command", "", "```sh", shlex.join(redact.argv(evidence.command)), "```", ""]
+        yield "- relevant environment: " + ", ".join(md.code(f"{k}={v}") for k, v in env.items())
+    yield ""
 
-    culprit = _culprit(evidence)
-    out += ["## Where it is blocked (decoded from /proc)", ""]
-    if culprit and culprit.threads:
-        out += [f"PID {culprit.pid} ({culprit.verdict}; {culprit.detail or 'no detail'}):", ""]
-        out += _blocking_calls(culprit)
+
+def _format_blocked(blocked: ProcessRecord | None) -> Iterator[str]:
+    yield "## Where it is blocked (decoded from /proc)"
+    yield ""
+    if blocked and blocked.threads:
+        detail = md.text(blocked.detail or "no detail")
+        yield f"PID {blocked.pid} ({md.text(blocked.verdict)}; {detail}):"
+        yield ""
+        yield from render.format_blocking_calls(blocked)
     else:
-        out.append("No process with the run's verdict had threads recorded.")
-    out.append("")
+        yield "No process with the run's verdict had threads recorded."
+    yield ""
+
+
+def _format_files(evidence: Evidence, run_dir: Path | None) -> Iterator[str]:
+    """The files of the run directory the report is written into: the one given, never the
+    ``evidence_dir`` inside evidence.json, which is wherever the run was first written (the
+    bundle may have been moved, or the JSON edited to point anywhere)."""
+    files = {"report.md"}
+    if run_dir is not None and Path(run_dir).is_dir():
+        files.update(f.name for f in Path(run_dir).iterdir()
+                     if f.is_file() and not f.name.startswith("."))
+    yield "## Files in this bundle"
+    yield ""
+    yield (", ".join(md.code(name) for name in sorted(files)) +
+           f" (run id {md.code(evidence.run_id)}).")
+    yield ""
+
+
+def _format_report(evidence: Evidence, results_dir: Path, run_dir: Path | None
+                   ) -> Iterator[str]:
+    title = evidence.scenario or _program(evidence.command)
+    yield f"# Bug report: {md.text(title)}: {md.text(evidence.verdict or 'no verdict')}"
+    yield ""
+    verdict = (render.expectation(evidence) or
+               f"Observed **{md.text(evidence.verdict)}**.")
+    if evidence.detect_s is not None:
+        verdict += f" The lab reached that verdict {evidence.detect_s:.3f} s after the launch."
+    yield verdict
+    yield ""
+    yield EXPLAIN.get(evidence.verdict or "", "")
+    yield ""
+    yield from _format_environment(evidence)
+    yield "## Command"
+    yield ""
+    yield from md.fence([shlex.join(redact.argv(evidence.command))], "sh")
+    yield ""
+    blocked = render.culprit(evidence)
+    yield from _format_blocked(blocked)
     if evidence.parent.threads_at_fork:
-        out += [f"## Threads of the parent (PID {evidence.parent.pid}) the child did not "
-                "inherit", "", "| TID | name | started by |", "|---|---|---|"]
-        out += [f"| {t.tid} | `{t.name}` | {t.library} |" for t in
-                evidence.parent.threads_at_fork]
-        out.append("")
+        yield from render.format_threads_at_fork(evidence.parent)
     else:
-        out += ["## Threads the child did not inherit", "",
-                "Not recorded: only `lab run` scenarios report the parent's threads at the fork "
-                "(a `lab watch` of an arbitrary program has no hook inside it).", ""]
+        yield "## Threads the child did not inherit"
+        yield ""
+        yield ("Not recorded: only `lab run` scenarios report the parent's threads at the fork "
+               "(a `lab watch` of an arbitrary program has no hook inside it).")
+        yield ""
     if evidence.forensics:
-        out += ["## Whose lock it is", ""]
-        out += [f"- {f.get('summary')}" for f in evidence.forensics]
-        out.append("")
-    out += ["## Stacks", ""] + _stacks(evidence, culprit)
-    out += ["## The fix that worked", ""] + fixes_that_worked(evidence, results_dir) + [""]
-    out += ["## How to reproduce", ""] + _reproduce(evidence) + [""]
-    files = sorted(f.name for f in Path(evidence.evidence_dir or ".").iterdir()
-                   if f.is_file() and not f.name.startswith(".")) \
-        if evidence.evidence_dir and Path(evidence.evidence_dir).is_dir() else []
-    out += ["## Files in this bundle", "",
-            ", ".join(f"`{name}`" for name in sorted({*files, "report.md"})) +
-            f" (run id `{evidence.run_id}`).", ""]
-    return scrub("\n".join(out))
+        yield "## Whose lock it is"
+        yield ""
+        yield from render.format_forensics(evidence.forensics)
+        yield ""
+    yield "## Stacks"
+    yield ""
+    yield from _format_stacks(evidence, blocked)
+    yield "## The fix that worked"
+    yield ""
+    yield from fixes_that_worked(evidence, results_dir)
+    yield ""
+    yield "## How to reproduce"
+    yield ""
+    yield from _reproduce(evidence)
+    yield ""
+    yield from _format_files(evidence, run_dir)
+
+
+def report_markdown(evidence: Evidence, results_dir: Path = Path("results"),
+                    run_dir: Path | None = None) -> str:
+    """The text of report.md for ``evidence`` (secrets masked; see ``scrub``), listing the
+    files of ``run_dir`` (none but report.md without one)."""
+    # Scrub every value before it is escaped: an escaped secret (a `*` as `\*`) no longer has
+    # the shape or the verbatim value that scrub() looks for in the finished text.
+    clean = from_dict(_scrub_tree(evidence.to_dict()))
+    return scrub("\n".join(_format_report(clean, results_dir, run_dir)))
+
+
+def _scrub_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {key: _scrub_tree(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub_tree(item) for item in value]
+    return value
 
 
 def scrub(text: str) -> str:
@@ -258,5 +319,5 @@ def write_report(run_dir: Path, results_dir: Path = Path("results")) -> Path:
     """Write ``run_dir/report.md`` atomically; return its path. Raises BadInput (no run)."""
     evidence = load_run(run_dir)
     target = Path(run_dir) / "report.md"
-    write_atomic(target, report_markdown(evidence, results_dir))
+    write_atomic(target, report_markdown(evidence, results_dir, run_dir))
     return target

@@ -111,3 +111,28 @@ def test_report_of_no_run_is_one_line_and_exit_2(reaper, tmp_path, make_dir):
     assert result.returncode == 2
     assert result.stderr.startswith("lab: error: ") and result.stderr.count("\n") == 1
     assert not (target / "report.md").exists()
+
+
+def test_report_lists_the_run_dir_it_was_given_not_the_one_recorded(reaper, tmp_path):
+    # GIVEN a recorded run, moved to another directory
+    result = reaper.lab("watch", "--debugger", "none", "--json", "--quiet", "--timeout", "60",
+                        "--out", str(tmp_path / "runs"), "--", sys.executable,
+                        str(PROGRAMS / "lock_held_at_fork.py"))
+    assert result.returncode == 12, result.stderr  # deadlock
+    recorded = Path(json.loads(result.stdout)["evidence_dir"])
+    moved = Path(shutil.move(recorded, tmp_path / "moved"))
+    # AND its evidence.json naming, as its evidence_dir, another directory that has files
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "not-of-this-run.txt").write_text("")
+    evidence = json.loads((moved / "evidence.json").read_text())
+    (moved / "evidence.json").write_text(json.dumps({**evidence,
+                                                     "evidence_dir": str(elsewhere)}))
+    # WHEN the report of the moved run is written
+    report = reaper.lab("report", str(moved), timeout=SHORT_TIMEOUT)
+    assert report.returncode == 0, report.stderr
+    # THEN it lists the files of the directory it was given, and nothing of the other one
+    files = (moved / "report.md").read_text().split("## Files in this bundle", 1)[1]
+    listed = files.strip().split(" (run id ", 1)[0]
+    assert listed == ", ".join(f"`{f.name}`" for f in sorted(moved.iterdir()))
+    assert "`summary.md`" in listed and "not-of-this-run" not in files
