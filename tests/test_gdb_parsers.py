@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from lab.parsers.gdb_mi import (
     stop_from_record,
     threads_from_info,
 )
+from lab.parsers.mi_records import parse_record
 from lab.parsers.pybt import parse_py_bt
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -270,6 +272,48 @@ def test_a_transcript_cut_short_still_parses_what_it_holds():
     assert info.threads[0].frames and info.threads[0].python_frames == []
     assert info.registers["rsi"] == "0x89"
     assert info.seconds is None
+
+
+@pytest.mark.parametrize("path", [LOCK, CHROMA], ids=["lock", "chromadb"])
+def test_recorded_mi_lines_read_as_pygdbmi_reads_them(path):
+    # GIVEN every line of a recorded gdb.txt WHEN the lab's record reader and pygdbmi read it
+    # THEN both give the same record
+    for line in path.read_text().splitlines():
+        assert parse_record(line) == parse_response(line), line
+
+
+_STRING_PIECES = ["a", " ", ",", "{", "}", "[", "]", "=", "\\n", '\\"', "\\\\", "\\303\\251",
+                  "\\101", "é", "\\t", "\\e", "\\377"]
+
+
+def _mi_value(rnd: random.Random, depth: int = 0) -> str:
+    """A random MI value: a c-string with escapes, a tuple, a list of values or of results."""
+    roll = rnd.random()
+    if depth > 3 or roll < 0.5:
+        return '"' + "".join(rnd.choice(_STRING_PIECES) for _ in range(rnd.randrange(6))) + '"'
+    if roll < 0.75:
+        return "{" + ",".join(_mi_result(rnd, depth + 1) for _ in range(rnd.randrange(4))) + "}"
+    items = _mi_value if rnd.random() < 0.5 else _mi_result
+    return "[" + ",".join(items(rnd, depth + 1) for _ in range(rnd.randrange(4))) + "]"
+
+
+def _mi_result(rnd: random.Random, depth: int = 0) -> str:
+    return rnd.choice(["a", "b", "thread-id", "frame"]) + "=" + _mi_value(rnd, depth)
+
+
+def test_random_well_formed_mi_records_read_as_pygdbmi_reads_them():
+    # GIVEN 5,000 random well-formed records: results, async records with repeated keys,
+    # nested tuples and lists, escapes (octal UTF-8, invalid UTF-8), stream records, prompts
+    rnd = random.Random(11)
+    for _ in range(5_000):
+        kind = rnd.choice(["^", "*", "=", "~", "&", "@", "(gdb)"])
+        if kind in "^*=":
+            line = (rnd.choice(["", "12"]) + kind + rnd.choice(["done", "stopped", "error"])
+                    + "".join("," + _mi_result(rnd) for _ in range(rnd.randrange(4))))
+        else:
+            line = kind + _mi_value(rnd, depth=9) if kind != "(gdb)" else "(gdb) "
+        # WHEN both read it THEN they agree
+        assert parse_record(line) == parse_response(line), line
 
 
 def test_extension_candidates_for_pyenv_venv_and_debian():

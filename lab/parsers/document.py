@@ -14,7 +14,7 @@ from pathlib import Path
 from lab.errors import BadInput
 from lab.evidence import Evidence, PlatformInfo, ProcessRecord, Syscall, ThreadState
 from lab.linux import syscalls
-from lab.parsers.transcript import Parsed, split_note
+from lab.parsers.transcript import Parsed
 
 DEBUGGERS = ("gdb", "lldb")
 CRASH_SIGNALS = frozenset({"SIGTRAP", "SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE",
@@ -26,9 +26,12 @@ BINARY_SHARE = 0.01  # more undecodable characters than this: not a text transcr
 INTERRUPTED_SYSCALL = {-512, -513, -514, -516, -4}
 X86_64_FUTEX = 202
 
-_LLDB_SIGNS = re.compile(r"^\(lldb\)|stop reason = |^\s*\*?\s*frame #\d+: 0x"
+# Searched in the whole text, so each branch stays on one line and can fail in one pass over
+# it: "^\s*\*?\s*frame" crossed newlines and tried every split of a run of blank lines
+# between its two "\s*" (4,000 blank lines: 16 s).
+_LLDB_SIGNS = re.compile(r"^\(lldb\)|stop reason = |^[^\S\n]*(?:\*[^\S\n]*)?frame #\d+: 0x"
                          r"|^Architecture set to: |^lldb(?:-\d| version )", re.MULTILINE)
-_GDB_SIGNS = re.compile(r"^\(gdb\)|^GNU gdb |^#\d+\s+(?:0x[0-9a-fA-F]+ in )?\S+ \("
+_GDB_SIGNS = re.compile(r"^\(gdb\)|^GNU gdb |^#\d+[^\S\n]+(?:0x[0-9a-fA-F]+ in )?\S+ \("
                         r"|received signal SIG|^Thread \d+ \(.*\):$", re.MULTILINE)
 _MI_SIGNS = re.compile(r'^(?:\d*\^(?:done|error|running|connected)|~"|\*stopped'
                        r"|=thread-group-added)", re.MULTILINE)
@@ -100,11 +103,10 @@ def _a(name: str) -> str:
 
 
 def _read_mi(text: str, name: str) -> Parsed:
-    from lab.parsers.gdb_mi import parse_gdb_transcript
+    from lab.parsers.gdb_mi import read_gdb_transcript
     from lab.parsers.transcript import machine_from_registers, platform_from_triple
 
-    info = parse_gdb_transcript(text, transcript=name)
-    notes = dict(note for line in text.splitlines() if (note := split_note(line)))
+    info, notes = read_gdb_transcript(text, transcript=name)
     configured = _MI_CONFIGURED.search(text)
     system, machine = platform_from_triple(configured["triple"]) if configured else (None, None)
     return Parsed(info=info, system=system,

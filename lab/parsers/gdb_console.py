@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.gdb_mi import lwp_from_target_id
 from lab.parsers.transcript import (
+    ConsoleState,
+    Listing,
     Parsed,
-    clean_lines,
     finish,
-    normalise_instruction,
+    is_new_frame,
+    listing_line,
     platform_from_triple,
-    split_note,
-    string_literal,
+    read_console,
 )
 
 PROMPT = "(gdb)"
@@ -38,38 +39,27 @@ _SIGNAL = re.compile(r"^(?:Program|Thread \d+(?: \"[^\"]*\")?) (?:received|termi
 _THREAD = re.compile(r"^Thread (?P<number>\d+) \((?P<target>.*)\):$")
 _THREAD_NAME = re.compile(r'"(?P<name>[^"]*)"\)?$')
 _FRAME = re.compile(r"^#(?P<index>\d+)\s+(?P<text>\S.*)$")
-_FRAME_TEXT = re.compile(
-    r"^(?:(?P<pc>0x[0-9a-fA-F]+) in )?(?P<function>.+?)(?: \((?P<args>.*)\))?"
-    r"(?: at (?P<file>.+):(?P<line>\d+))?(?: from (?P<library>.+))?$"
-)
+# A frame's text is "[0xPC in ]FUNCTION[ (ARGS)][ at FILE:LINE][ from LIBRARY]", split by
+# split_frame_text; the one regex that did it backtracked in time polynomial in its length.
+_PC_IN = re.compile(r"(?P<pc>0x[0-9a-fA-F]+) in ")
+_DIGITS = re.compile(r"\d*")
 _REGISTER = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)\s+(?P<value>0x[0-9a-fA-F]+)(?:\s|$)")
 _DISASSEMBLY = re.compile(
     r"^(?P<arrow>=>)?\s+(?P<address>0x[0-9a-fA-F]+)(?: <[^>]*>)?:\s+(?P<text>\S.*)$"
 )
-# What gdb appends to an instruction: "  # 0x7f.. <sym>" (x86), "  // #1" (aarch64).
-_ANNOTATION = re.compile(r"\s{2,}(?:#|//)\s")
+# What gdb appends to an instruction: "  # 0x7f.. <sym>" (x86), "  // #1" (aarch64). Only
+# from the start of a run of blanks: tried inside a long run, it rescanned the run each time.
+_ANNOTATION = re.compile(r"(?<!\s)\s{2,}(?:#|//)\s")
 _BACKTRACE = ("bt", "backtrace", "where", "thread apply all bt", "thread apply all backtrace")
 _RESUME = ("continue", "c", "cont", "run", "r", "start", "step", "next", "finish")
 _GDB_MACHINES = {"i386:x86-64": "x86_64", "aarch64": "aarch64"}
 
 
 @dataclass
-class _State:
-    info: DebuggerInfo
-    system: str | None = None
-    machine: str | None = None
-    executable: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)
-    threads: dict[int, DebugThread] = field(default_factory=dict)
-    current: int | None = None
-    command: str = ""
-    registers: dict[str, str] = field(default_factory=dict)
-    listings: list[list[tuple[bool, str, str]]] = field(default_factory=list)
-    in_listing: bool = False
+class _State(ConsoleState):
     attached: bool = False
-    running: bool = False
     last_frame: Frame | None = None  # the frame a wrapped continuation line belongs to
-    last_text: str = ""
+    last_parts: list[str] = field(default_factory=list)  # its text, line by line
 
 
 def parse_gdb_console(text: str, transcript: str | None = None) -> DebuggerInfo:
@@ -80,8 +70,8 @@ def parse_gdb_console(text: str, transcript: str | None = None) -> DebuggerInfo:
 def read_gdb_console(text: str, transcript: str | None = None) -> Parsed:
     """Everything a GDB console transcript says: DebuggerInfo, platform, executable, notes."""
     state = _State(info=DebuggerInfo(name="gdb", transcript=transcript))
-    for line in clean_lines(text):
-        _line(state, line)
+    read_console(state, text, PROMPT, _command, _line)
+    _end_frame(state)
     info = state.info
     info.threads = [t for _, t in sorted(state.threads.items())]
     if info.pid is None:
@@ -96,32 +86,25 @@ def read_gdb_console(text: str, transcript: str | None = None) -> Parsed:
             first.pc = pc  # gdb omits it at the start of a source line; one thread: its pc
     if info.stop_reason is None and state.attached:
         info.stop_reason = "attached"
-    return finish(state, *_instruction_and_message(state.listings))
+    return finish(state)
 
 
 def _line(state: _State, line: str) -> None:
-    note = split_note(line)
-    if note is not None:
-        state.notes[note[0]] = note[1]
-        return
-    if line.startswith(PROMPT):
-        _command(state, line[len(PROMPT):].strip())
-        return
     traced = _TRACED_COMMAND.match(line)
     if traced:
         _command(state, traced["command"].strip())
         return
     if not line.strip():
         state.in_listing = False
-        state.last_frame = None
+        _end_frame(state)
         return
     if _disassembly(state, line):
         return
     state.in_listing = False
     if line[:1].isspace() and state.last_frame is not None:
-        _continue_frame(state, line)  # a frame wrapped onto the next line by the terminal
+        state.last_parts.append(line.strip())  # a frame wrapped onto the next line
         return
-    state.last_frame = None
+    _end_frame(state)
     stripped = line.strip()
     for handler in (_frame, _thread, _register, _stop, _about):
         if handler(state, stripped):
@@ -133,7 +116,7 @@ def _command(state: _State, command: str) -> None:
     if command.split(" ", 1)[0] in _RESUME:
         state.running = True
     state.in_listing = False
-    state.last_frame = None
+    _end_frame(state)
     if command not in _BACKTRACE and not command.startswith(("bt ", "backtrace ")):
         state.current = None
 
@@ -147,32 +130,80 @@ def _frame(state: _State, line: str) -> bool:
             return True  # `frame`, `up`: one frame again, not a stack
         state.current = 0  # a plain `bt`: the thread gdb had selected
         state.threads.setdefault(0, DebugThread(tid=None)).frames = []
-    thread = state.threads[state.current]
     index = int(match["index"])
-    if any(f.index == index for f in thread.frames):
+    if not is_new_frame(state, state.current, index):
         return True
     frame = Frame(index=index)
     _fill_frame(frame, match["text"])
-    thread.frames.append(frame)
-    state.last_frame, state.last_text = frame, match["text"]
+    state.threads[state.current].frames.append(frame)
+    state.last_frame, state.last_parts = frame, [match["text"]]
     return True
 
 
-def _continue_frame(state: _State, line: str) -> None:
-    state.last_text = f"{state.last_text} {line.strip()}"
-    _fill_frame(state.last_frame, state.last_text)
+def _end_frame(state: _State) -> None:
+    """The frame's wrapped lines are over: read its text again, whole (once, not per line)."""
+    if state.last_frame is not None and len(state.last_parts) > 1:
+        _fill_frame(state.last_frame, " ".join(state.last_parts))
+    state.last_frame, state.last_parts = None, []
 
 
 def _fill_frame(frame: Frame, text: str) -> None:
-    match = _FRAME_TEXT.match(text.strip())
-    if not match:
+    split = split_frame_text(text.strip())
+    if split is None:
         frame.function = text.strip()
         return
-    frame.pc = match["pc"]
-    frame.function = match["function"]
-    frame.library = match["library"]
-    frame.file = match["file"]
-    frame.line = int(match["line"]) if match["line"] else None
+    frame.pc, frame.function, _args, frame.file, line, frame.library = split
+    frame.line = int(line) if line else None
+
+
+def split_frame_text(text: str):
+    r"""``(pc, function, args, file, line, library)`` of a frame's text (after ``#N``), each
+    None where absent; None for an empty text.
+
+    What ``^(?:(0x[0-9a-fA-F]+) in )?(.+?)(?: \((.*)\))?(?: at (.+):(\d+))?(?: from (.+))?$``
+    matches, in one pass: the function is the shortest prefix after which the rest parses;
+    the arguments run to the last ")" and the file to the last ":LINE" after which it still
+    does.
+    """
+    pc_in = _PC_IN.match(text)
+    pc = pc_in["pc"] if pc_in and len(text) > pc_in.end() else None
+    rest = text[pc_in.end():] if pc else text
+    if not rest:
+        return None
+    size = len(rest)
+
+    def library_from(at: int) -> bool:  # "( from LIBRARY)?$" from here
+        return at == size or (rest.startswith(" from ", at) and size - at > 6)
+
+    colon, line_end = rest.rfind(":"), -1
+    while colon >= 0:  # the last ":LINE" that a library or the end follows
+        line_end = _DIGITS.match(rest, colon + 1).end()
+        if line_end > colon + 1 and library_from(line_end):
+            break
+        colon = rest.rfind(":", 0, colon)
+
+    def located_from(at: int) -> bool:  # "( at FILE:LINE)?( from LIBRARY)?$" from here
+        return (rest.startswith(" at ", at) and colon >= at + 5) or library_from(at)
+
+    close = rest.rfind(")")
+    while close >= 0 and not located_from(close + 1):
+        close = rest.rfind(")", 0, close)
+
+    def tail_from(at: int) -> bool:
+        return (rest.startswith(" (", at) and close >= at + 2) or located_from(at)
+
+    cut = rest.find(" ", 1)
+    while cut >= 0 and not tail_from(cut):
+        cut = rest.find(" ", cut + 1)
+    end = cut = size if cut < 0 else cut
+    args = file = line = library = None
+    if rest.startswith(" (", end) and close >= end + 2:
+        args, end = rest[end + 2:close], close + 1
+    if rest.startswith(" at ", end) and colon >= end + 5:
+        file, line, end = rest[end + 4:colon], rest[colon + 1:line_end], line_end
+    if end < size:
+        library = rest[end + 6:]
+    return pc, rest[:cut], args, file, line, library
 
 
 def _thread(state: _State, line: str) -> bool:
@@ -241,30 +272,11 @@ def _disassembly(state: _State, line: str) -> bool:
     match = _DISASSEMBLY.match(line)
     if not match:
         if line.startswith("Dump of assembler code"):
-            state.listings.append([])
+            state.listings.append(Listing())
             state.in_listing = True
             return True
         return line.startswith("End of assembler dump")
-    if not state.in_listing:
-        state.listings.append([])
-        state.in_listing = True
     parts = _ANNOTATION.split(match["text"], maxsplit=1)
     text, comment = parts[0], parts[1] if len(parts) > 1 else ""
-    state.listings[-1].append((bool(match["arrow"]), normalise_instruction(text), comment))
+    listing_line(state, text, comment, at_pc=bool(match["arrow"]), first_pc=True)
     return True
-
-
-def _instruction_and_message(listings):
-    """(at pc, before pc, annotated string) of the last listing with ``=>``; a listing that
-    shows the instruction before the pc wins."""
-    marked = [x for x in listings if any(arrow for arrow, _, _ in x)]
-    if not marked:
-        return None, None, None
-    with_before = [x for x in marked if not x[0][0]]
-    listing = (with_before or marked)[-1]
-    pc_line = next(i for i, (arrow, _, _) in enumerate(listing) if arrow)
-    before = listing[pc_line - 1][1] if pc_line else None
-    message = None
-    for _arrow, _text, comment in listing[: pc_line + 1]:
-        message = string_literal(comment) or message
-    return listing[pc_line][1], before, message

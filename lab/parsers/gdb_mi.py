@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
 import re
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pygdbmi.gdbmiparser import parse_response, response_is_finished
-
 from lab.evidence import DebuggerInfo, DebugThread, Frame
+from lab.parsers.mi_records import is_prompt, parse_record
 from lab.parsers.pybt import parse_py_bt
 
 # A comment line the driver adds to gdb.txt: "# lab KEY: VALUE" (pid, message, seconds, error).
@@ -118,12 +119,12 @@ def lwp_from_target_id(target_id: str | None) -> int | None:
 def threads_from_info(payload: dict[str, Any]) -> list[MiThread]:
     """The threads of a ``-thread-info`` result, in gdb's order."""
     threads = []
-    for entry in payload.get("threads") or []:
+    for entry in _entries(payload.get("threads")):
         threads.append(
             MiThread(
                 gdb_id=str(entry.get("id")),
-                tid=lwp_from_target_id(entry.get("target-id")),
-                name=entry.get("name"),
+                tid=lwp_from_target_id(_text(entry.get("target-id"))),
+                name=_text(entry.get("name")),
             )
         )
     return threads
@@ -136,17 +137,28 @@ def _int(value: Any, base: int = 10) -> int | None:
         return None
 
 
+def _entries(value: Any) -> list[dict[str, Any]]:
+    """The tuples of an MI list. A damaged record, or gdb repeating a key (then pygdbmi and
+    mi_records make a list of the values), can put anything where a list of tuples belongs."""
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    """An MI string value; None for a missing one, or a tuple or list in its place."""
+    return value if isinstance(value, str) else None
+
+
 def frames_from_stack(payload: dict[str, Any]) -> list[Frame]:
     """The frames of a ``-stack-list-frames`` result; ``library`` is gdb's ``from`` path."""
     frames = []
-    for entry in payload.get("stack") or []:
+    for entry in _entries(payload.get("stack")):
         frames.append(
             Frame(
                 index=_int(entry.get("level")) or 0,
-                pc=entry.get("addr"),
-                function=entry.get("func"),
-                library=entry.get("from"),
-                file=entry.get("fullname") or entry.get("file"),
+                pc=_text(entry.get("addr")),
+                function=_text(entry.get("func")),
+                library=_text(entry.get("from")),
+                file=_text(entry.get("fullname")) or _text(entry.get("file")),
                 line=_int(entry.get("line")),
             )
         )
@@ -190,9 +202,11 @@ def libraries_from_records(records: Iterable[dict[str, Any]]) -> list[tuple[int,
     for record in records:
         if record.get("type") != "notify" or record.get("message") != "library-loaded":
             continue
-        payload = record.get("payload") or {}
-        path = payload.get("target-name") or payload.get("id")
-        for span in payload.get("ranges") or []:
+        payload = record.get("payload")
+        if not isinstance(payload, dict):
+            continue
+        path = _text(payload.get("target-name")) or _text(payload.get("id"))
+        for span in _entries(payload.get("ranges")):
             start, end = _int(span.get("from"), 16), _int(span.get("to"), 16)
             if path and start is not None and end is not None:
                 libraries.append((start, end, str(path)))
@@ -201,13 +215,38 @@ def libraries_from_records(records: Iterable[dict[str, Any]]) -> list[tuple[int,
 
 def library_at(pc: str | None, libraries: list[tuple[int, int, str]]) -> str | None:
     """The library whose loaded text range holds ``pc``, or None (the executable, a JIT)."""
-    address = _int(pc, 16)
-    if address is None:
-        return None
-    for start, end, path in libraries:
-        if start <= address < end:
-            return path
-    return None
+    return library_finder(libraries)(pc)
+
+
+def library_finder(libraries: list[tuple[int, int, str]]) -> Callable[[str | None], str | None]:
+    """``library_at`` for many pcs: the same answer, by bisection instead of a scan of every
+    range per frame (a transcript may list thousands of frames and of loaded ranges).
+
+    The range boundaries cut the address space into pieces that each range covers whole or
+    not at all; each piece belongs to the first-listed range covering it.
+    """
+    spans = sorted((start, index, end) for index, (start, end, _) in enumerate(libraries)
+                   if start < end)
+    bounds = sorted({b for start, _, end in spans for b in (start, end)})
+    owners: list[int | None] = []
+    active: list[tuple[int, int]] = []  # (index, end): a heap, the first-listed range on top
+    next_span = 0
+    for bound in bounds:
+        while next_span < len(spans) and spans[next_span][0] == bound:
+            _, index, end = spans[next_span]
+            heapq.heappush(active, (index, end))
+            next_span += 1
+        while active and active[0][1] <= bound:
+            heapq.heappop(active)  # a range ends here, or ended before and was hidden
+        owners.append(active[0][0] if active else None)
+
+    def find(pc: str | None) -> str | None:
+        address = _int(pc, 16)
+        piece = bisect_right(bounds, address) - 1 if address is not None else -1
+        owner = owners[piece] if piece >= 0 else None
+        return libraries[owner][2] if owner is not None else None
+
+    return find
 
 
 def registers_from_mi(names: list[str], values: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -217,7 +256,7 @@ def registers_from_mi(names: list[str], values: Iterable[dict[str, Any]]) -> dic
     registers, whose value is a ``{...}`` union: they say nothing about a blocked call.
     """
     registers = {}
-    for entry in values:
+    for entry in _entries(list(values)):
         number = _int(entry.get("number"))
         value = str(entry.get("value", ""))
         if number is None or number >= len(names) or not names[number]:
@@ -229,10 +268,10 @@ def registers_from_mi(names: list[str], values: Iterable[dict[str, Any]]) -> dic
 
 def disassembled_instruction(payload: dict[str, Any]) -> str | None:
     """The first instruction's text in a ``-data-disassemble ... -- 0`` result."""
-    insns = payload.get("asm_insns") or []
-    if not insns or not isinstance(insns[0], dict):
+    insns = payload.get("asm_insns")
+    if not isinstance(insns, list) or not insns or not isinstance(insns[0], dict):
         return None
-    inst = insns[0].get("inst")
+    inst = _text(insns[0].get("inst"))
     return " ".join(inst.split()) if inst else None
 
 
@@ -252,9 +291,10 @@ def stop_from_record(record: dict[str, Any] | None) -> tuple[str | None, str | N
     """``(stop_reason, signal)`` from a ``*stopped`` record; an attach stop has no reason."""
     if record is None:
         return None, None
-    payload = record.get("payload") or {}
-    reason = payload.get("reason")
-    signal = payload.get("signal-name")
+    payload = record.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    reason = _text(payload.get("reason"))
+    signal = _text(payload.get("signal-name"))
     if reason is None:
         return "attached", signal
     return (f"{reason} {signal}" if signal else reason), signal
@@ -304,9 +344,10 @@ def build_debugger_info(
         elif console is not None and console.startswith("info symbol ") and ex.ok:
             symbols[console.split()[-1]] = parse_info_symbol(ex.console())
         elif command.startswith("-data-list-register-names") and ex.ok and names is None:
-            names = [str(n) for n in ex.payload.get("register-names") or []]
+            listed = ex.payload.get("register-names")
+            names = [str(n) for n in listed] if isinstance(listed, list) else []
         elif command.startswith("-data-list-register-values") and ex.ok and values is None:
-            values = list(ex.payload.get("register-values") or [])
+            values = _entries(ex.payload.get("register-values"))
         elif _DISASSEMBLE.match(command) and ex.ok:
             if _DISASSEMBLE.match(command)["back"]:
                 before_pc = disassembled_instruction(ex.payload)
@@ -315,12 +356,12 @@ def build_debugger_info(
 
     # gdb names the library ("from") only for frames without debug info; `info symbol` names
     # it for exported symbols; the loaded ranges cover the static functions of the rest.
-    libraries = libraries_from_records(r for ex in exchanges for r in ex.records)
+    library_of = library_finder(libraries_from_records(r for ex in exchanges for r in ex.records))
     for thread in threads.values():
         for frame in thread.frames:
             apply_symbol(frame, symbols.get(frame.pc or ""))
             if frame.library is None:
-                frame.library = library_at(frame.pc, libraries)
+                frame.library = library_of(frame.pc)
     info.threads = list(threads.values())
     if names is not None and values is not None:
         info.registers = registers_from_mi(names, values)
@@ -349,23 +390,37 @@ def exchanges_from_transcript(text: str) -> tuple[list[Exchange], dict[str, str]
     exchanges = [Exchange(token=None, command="")]
     notes: dict[str, str] = {}
     for line in text.splitlines():
-        if line.startswith(NOTE_PREFIX):
-            key, _, value = line[len(NOTE_PREFIX) :].partition(":")
-            notes[key.strip()] = value.strip()
+        note = split_note(line)
+        if note is not None:
+            notes[note[0]] = note[1]
             continue
         match = _COMMAND_LINE.match(line)
         if match:
             exchanges.append(Exchange(token=int(match["token"]), command=match["command"]))
             continue
-        if not line.strip() or response_is_finished(line):
+        if not line.strip() or is_prompt(line):
             continue
-        exchanges[-1].records.append(parse_response(line))
+        exchanges[-1].records.append(parse_record(line))
     return exchanges, notes
+
+
+def split_note(line: str) -> tuple[str, str] | None:
+    """``# lab KEY: VALUE`` -> (KEY, VALUE); None for any other line."""
+    if not line.startswith(NOTE_PREFIX):
+        return None
+    key, sep, value = line[len(NOTE_PREFIX):].partition(":")
+    return (key.strip(), value.strip()) if sep else None
 
 
 def parse_gdb_transcript(text: str, transcript: str | None = None) -> DebuggerInfo:
     """Rebuild the ``DebuggerInfo`` of a capture from the gdb.txt its driver wrote."""
+    return read_gdb_transcript(text, transcript)[0]
+
+
+def read_gdb_transcript(text: str, transcript: str | None = None
+                        ) -> tuple[DebuggerInfo, dict[str, str]]:
+    """The ``DebuggerInfo`` of a gdb.txt and the lab's notes in it (``# lab KEY: VALUE``)."""
     exchanges, notes = exchanges_from_transcript(text)
     info = build_debugger_info(exchanges, notes)
     info.transcript = transcript
-    return info
+    return info, notes

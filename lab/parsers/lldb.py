@@ -9,24 +9,27 @@ shell, the program's own output, lldb's warnings — is skipped. Pure: text in, 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.transcript import (
+    ConsoleState,
     Parsed,
-    clean_lines,
     finish,
-    normalise_instruction,
+    is_new_frame,
+    listing_line,
     platform_from_triple,
+    read_console,
     signal_of,
-    split_note,
-    string_literal,
 )
 
 PROMPT = "(lldb)"
 _PROCESS = re.compile(r"^Process (?P<pid>\d+) (?P<what>stopped|resuming|exited|detached|launched)")
 _ATTACH = re.compile(r"\bprocess attach (?:--pid|-p) (?P<pid>\d+)")
-_ATTACH_ARG = re.compile(r"\blldb\b.*?\s(?:--attach-pid|-p)\s+(?P<pid>\d+)")
+# "lldb ... -p PID" on a shell line: the pid option anywhere after the first word "lldb". Two
+# searches: "\blldb\b.*?\s-p..." rescanned the rest of the line from every "lldb" in it.
+_LLDB_WORD = re.compile(r"\blldb\b")
+_ATTACH_ARG = re.compile(r"\s(?:--attach-pid|-p)\s+(?P<pid>\d+)")
 _THREAD = re.compile(r"^(?P<selected>\*)?\s*thread #(?P<number>\d+)(?P<rest>[:,].*)?$")
 _TID = re.compile(r"\btid = (?P<tid>0x[0-9a-fA-F]+|\d+)")
 _NAME = re.compile(r"\bname = '(?P<name>[^']*)'")
@@ -46,28 +49,8 @@ _VERSION = re.compile(r"^(?P<version>lldb(?:-[0-9][\w.]*| version \S+).*)$")
 
 
 @dataclass
-class _Listing:
-    """One disassembly listing: (address, instruction, annotation) lines and the pc's line."""
-
-    lines: list[tuple[str, str, str]] = field(default_factory=list)
-    pc_line: int | None = None
-
-
-@dataclass
-class _State:
-    info: DebuggerInfo
-    system: str | None = None
-    machine: str | None = None
-    executable: str | None = None
-    notes: dict[str, str] = field(default_factory=dict)
-    threads: dict[int, DebugThread] = field(default_factory=dict)
-    current: int | None = None  # the thread number whose frames are being listed
-    command: str = ""
-    registers: dict[str, str] = field(default_factory=dict)
+class _State(ConsoleState):
     in_registers: bool = False
-    listings: list[_Listing] = field(default_factory=list)
-    in_listing: bool = False
-    running: bool = False
 
 
 def parse_lldb_transcript(text: str, transcript: str | None = None) -> DebuggerInfo:
@@ -78,23 +61,15 @@ def parse_lldb_transcript(text: str, transcript: str | None = None) -> DebuggerI
 def read_lldb_transcript(text: str, transcript: str | None = None) -> Parsed:
     """Everything an LLDB transcript says: the DebuggerInfo, platform, executable, lab notes."""
     state = _State(info=DebuggerInfo(name="lldb", transcript=transcript))
-    for line in clean_lines(text):
-        _line(state, line)
+    read_console(state, text, PROMPT, _command, _line)
     info = state.info
     info.threads = [t for _, t in sorted(state.threads.items()) if t.frames or t.tid]
     info.registers = state.registers
     info.signal = signal_of(info.stop_reason)
-    return finish(state, *_instruction_and_message(state.listings))
+    return finish(state, message_after_pc=True)
 
 
 def _line(state: _State, line: str) -> None:
-    note = split_note(line)
-    if note is not None:
-        state.notes[note[0]] = note[1]
-        return
-    if line.startswith(PROMPT):
-        _command(state, line[len(PROMPT):].strip())
-        return
     stripped = line.strip()
     if not stripped:
         state.in_listing = False
@@ -116,7 +91,8 @@ def _line(state: _State, line: str) -> None:
         return
     frame = _FRAME.match(stripped)
     if frame:
-        if state.current is not None:
+        if state.current is not None and is_new_frame(state, state.current,
+                                                      int(frame["index"])):
             _frame(state.threads[state.current], frame)
         return
     process = _PROCESS.match(stripped)
@@ -126,11 +102,12 @@ def _line(state: _State, line: str) -> None:
         if process["what"] == "exited":  # "Process 7 exited with status = 0 (0x00000000)"
             info.stop_reason = stripped.split(" ", 2)[2].split(" (")[0]
         return
-    for pattern in (_ATTACH, _ATTACH_ARG):
-        attach = pattern.search(stripped)
-        if attach:
-            info.pid = int(attach["pid"])
-            return
+    attach = _ATTACH.search(stripped)
+    if attach is None and (lldb := _LLDB_WORD.search(stripped)):
+        attach = _ATTACH_ARG.search(stripped, lldb.end())
+    if attach:
+        info.pid = int(attach["pid"])
+        return
     arch = _ARCHITECTURE.match(stripped)
     if arch:
         state.system, state.machine = platform_from_triple(arch["triple"])
@@ -177,10 +154,7 @@ def _thread_header(state: _State, match: re.Match) -> None:
 
 
 def _frame(thread: DebugThread, match: re.Match) -> None:
-    index = int(match["index"])
-    if any(f.index == index for f in thread.frames):
-        return
-    frame = Frame(index=index, pc=match["pc"])
+    frame = Frame(index=int(match["index"]), pc=match["pc"])
     where = (match["where"] or "").strip()
     for suffix in (" [artificial]", " [opt]"):
         where = where.removesuffix(suffix)
@@ -225,31 +199,6 @@ def _disassembly(state: _State, line: str) -> bool:
     match = _DISASSEMBLY.match(line)
     if not match:
         return False
-    if not state.in_listing:
-        state.listings.append(_Listing())
-        state.in_listing = True
-    listing = state.listings[-1]
     text, _, comment = match["text"].partition(";")
-    if match["arrow"]:
-        listing.pc_line = len(listing.lines)
-    listing.lines.append((match["address"], normalise_instruction(text), comment))
+    listing_line(state, text, comment, at_pc=bool(match["arrow"]), first_pc=False)
     return True
-
-
-def _instruction_and_message(listings: list[_Listing]):
-    """(instruction at pc, the one before it, the string the listing annotates) of the last
-    listing that marks the pc, preferring one that shows what came before the pc."""
-    marked = [listing for listing in listings if listing.pc_line is not None]
-    if not marked:
-        return None, None, None
-    listing = next((x for x in reversed(marked) if x.pc_line), marked[-1])
-    at_pc = listing.lines[listing.pc_line][1]
-    before = listing.lines[listing.pc_line - 1][1] if listing.pc_line else None
-    message = None
-    # The string loaded closest before the trap is the one the crash reporter shows.
-    for _address, _text, comment in listing.lines[: listing.pc_line + 1]:
-        message = string_literal(comment) or message
-    if message is None:
-        message = next((string_literal(c) for _, _, c in listing.lines if string_literal(c)),
-                       None)
-    return at_pc, before, message

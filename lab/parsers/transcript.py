@@ -1,12 +1,13 @@
-"""What every console transcript parser shares: the result type, notes, platform, instructions."""
+"""What the console transcript parsers share: state, line loop, listings, notes, platform."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lab.evidence import DebuggerInfo
-from lab.parsers.gdb_mi import NOTE_PREFIX, is_syscall_instruction
+from lab.evidence import DebuggerInfo, DebugThread, Frame
+from lab.parsers.gdb_mi import is_syscall_instruction, split_note
 
 # macOS reports a Mach exception, not a signal; the BSD signal each one becomes (the kernel's
 # ux_exception() in bsd/uxkern/ux_exception.c).
@@ -21,7 +22,9 @@ EXCEPTION_SIGNALS = {
 TRAP_MNEMONICS = ("int3", "brk", "bkpt", "udf", "ud2")
 _SIGNAL = re.compile(r"\b(SIG[A-Z0-9]+)\b")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours of a terminal session saved by script(1)
-_STRING_LITERAL = re.compile(r'"((?:[^"\\]|\\.)*)"')
+# A c-string, its loop unrolled: "(?:[^"\\]|\\.)*" tried from every quote of a line full
+# of quotes and backslashes took time quadratic in the line's length.
+_STRING_LITERAL = re.compile(r'"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 # Target triples ("x86_64-pc-linux-gnu", "arm64-apple-macosx-") and GDB's architecture names.
 _MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "i386:x86-64": "x86_64",
@@ -42,10 +45,99 @@ class Parsed:
     running: bool = False  # the transcript ends after a `continue`, before any stop: truncated
 
 
-def finish(state, at_pc: str | None, before_pc: str | None, message: str | None) -> Parsed:
+@dataclass
+class Listing:
+    """One disassembly listing: (instruction, annotation) lines and the line of the pc."""
+
+    lines: list[tuple[str, str]] = field(default_factory=list)
+    pc_line: int | None = None
+
+
+@dataclass
+class ConsoleState:
+    """What a console parser knows while it reads a transcript, line by line."""
+
+    info: DebuggerInfo
+    system: str | None = None
+    machine: str | None = None
+    executable: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    threads: dict[int, DebugThread] = field(default_factory=dict)
+    current: int | None = None  # the thread number whose frames are being listed
+    command: str = ""
+    registers: dict[str, str] = field(default_factory=dict)
+    listings: list[Listing] = field(default_factory=list)
+    in_listing: bool = False
+    running: bool = False
+    # Per thread number: its frame list and the indexes in it, so that a repeated frame line
+    # is found in a set, not by a scan of the thread's frames per line.
+    indexes: dict[int, tuple[list[Frame], set[int]]] = field(default_factory=dict)
+
+
+def read_console(state: ConsoleState, text: str, prompt: str,
+                 command: Callable[[ConsoleState, str], None],
+                 other: Callable[[ConsoleState, str], None]) -> None:
+    """Feed every line of ``text`` to ``state``: the lab's notes are kept, a line starting with
+    ``prompt`` goes to ``command`` (what follows the prompt), any other line to ``other``."""
+    for line in clean_lines(text):
+        note = split_note(line)
+        if note is not None:
+            state.notes[note[0]] = note[1]
+        elif line.startswith(prompt):
+            command(state, line[len(prompt):].strip())
+        else:
+            other(state, line)
+
+
+def is_new_frame(state: ConsoleState, number: int, index: int) -> bool:
+    """Whether thread ``number``'s current stack listing lacks frame ``index`` (a repeated
+    line keeps the first); the index is remembered as taken."""
+    frames = state.threads[number].frames
+    known = state.indexes.get(number)
+    if known is None or known[0] is not frames:  # a new listing replaced the thread's frames
+        known = state.indexes[number] = (frames, {frame.index for frame in frames})
+    if index in known[1]:
+        return False
+    known[1].add(index)
+    return True
+
+
+def listing_line(state: ConsoleState, instruction: str, annotation: str, at_pc: bool,
+                 first_pc: bool) -> None:
+    """Add one disassembled instruction to the open listing (opening one if none is).
+    ``first_pc``: a listing with two pc marks keeps the first, else the last."""
+    if not state.in_listing:
+        state.listings.append(Listing())
+        state.in_listing = True
+    listing = state.listings[-1]
+    if at_pc and (listing.pc_line is None or not first_pc):
+        listing.pc_line = len(listing.lines)
+    listing.lines.append((normalise_instruction(instruction), annotation))
+
+
+def instruction_and_message(listings: list[Listing], message_after_pc: bool):
+    """(instruction at pc, the one before it, the string the listing annotates) of the last
+    listing that marks the pc, preferring one that shows what came before the pc. The string
+    loaded closest before the pc is the one a crash reporter shows; with ``message_after_pc``
+    a listing without one there gives its first string after the pc."""
+    marked = [listing for listing in listings if listing.pc_line is not None]
+    if not marked:
+        return None, None, None
+    listing = next((x for x in reversed(marked) if x.pc_line), marked[-1])
+    at_pc = listing.lines[listing.pc_line][0]
+    before = listing.lines[listing.pc_line - 1][0] if listing.pc_line else None
+    message = None
+    for _text, annotation in listing.lines[: listing.pc_line + 1]:
+        message = string_literal(annotation) or message
+    if message is None and message_after_pc:
+        message = next((string_literal(a) for _, a in listing.lines if string_literal(a)), None)
+    return at_pc, before, message
+
+
+def finish(state: ConsoleState, message_after_pc: bool = False) -> Parsed:
     """The common end of a console parser: the instruction at the stop, the lab's notes (pid,
-    error) over what the text said, and the machine. ``state`` has the attributes both
-    parsers' states share: info, notes, system, machine, executable, running."""
+    error) over what the text said, and the machine."""
+    at_pc, before_pc, message = instruction_and_message(state.listings, message_after_pc)
     info = state.info
     info.message = message
     info.instruction = blocking_instruction(at_pc, before_pc, info.signal)
@@ -57,17 +149,10 @@ def finish(state, at_pc: str | None, before_pc: str | None, message: str | None)
                   executable=state.executable, notes=state.notes, running=state.running)
 
 
-def clean_lines(text: str) -> list[str]:
+def clean_lines(text: str) -> Iterator[str]:
     """The transcript's lines without terminal colour codes or trailing whitespace."""
-    return [_ANSI.sub("", line).rstrip() for line in text.splitlines()]
-
-
-def split_note(line: str) -> tuple[str, str] | None:
-    """``# lab KEY: VALUE`` -> (KEY, VALUE); None for any other line."""
-    if not line.startswith(NOTE_PREFIX):
-        return None
-    key, sep, value = line[len(NOTE_PREFIX):].partition(":")
-    return (key.strip(), value.strip()) if sep else None
+    for line in text.splitlines():
+        yield (_ANSI.sub("", line) if "\x1b" in line else line).rstrip()
 
 
 def platform_from_triple(triple: str) -> tuple[str | None, str | None]:
@@ -127,6 +212,11 @@ def blocking_instruction(at_pc: str | None, before_pc: str | None,
 
 
 def string_literal(comment: str) -> str | None:
-    """The string literal a disassembler annotates an address with, e.g. ``; "BUG IN ..."``."""
-    match = _STRING_LITERAL.search(comment)
+    """The string literal a disassembler annotates an address with, e.g. ``; "BUG IN ..."``.
+
+    Tried from the first quote only: where the string opened there finds no closing quote,
+    none opened by a later quote does (each later quote lies inside an escape of that one).
+    """
+    first = comment.find('"')
+    match = _STRING_LITERAL.match(comment, first) if first >= 0 else None
     return match.group(1) if match else None
