@@ -22,7 +22,8 @@ EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 1
 130/143 interrupted (SIGINT/SIGTERM). `lab run`: 0 when the observed verdict is the expected
 one, 1 when it is not. Errors of the lab itself: 2 bad input, 4 command not found,
 5 debugger missing, 6 ptrace refused, 7 target exited during attach, 8 debugger failed,
-9 a scenario's package is missing, 70 an internal error of the lab."""
+9 a scenario's package is missing, 15 the verdict was reached but its evidence could not be
+written (a full disk), 70 an internal error of the lab."""
 
 
 def _positive(text: str) -> float:

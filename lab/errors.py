@@ -62,6 +62,13 @@ class OutputNotWritable(BadInput):
     remedy = "pass --out with a directory you can write to"
 
 
+class EvidenceNotWritten(LabError):
+    """The run reached its verdict, but its evidence could not all be written (a full disk)."""
+
+    exit_status = 15
+    remedy = "free some space, or pass --out on another file system"
+
+
 class Interrupted(LabError):
     """SIGINT or SIGTERM reached the lab; ``exit_status`` is 128 + the signal."""
 

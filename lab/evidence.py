@@ -151,6 +151,7 @@ class Evidence:
     strace: dict[str, Any] | None = None  # with --strace: file, pid, tail of the blocked one
     forensics: list[dict[str, Any]] = field(default_factory=list)  # orphaned-lock findings
     core: dict[str, Any] | None = None  # with --gcore: the core file, or why none was written
+    output: dict[str, Any] | None = None  # what output.txt kept of the output (lab.output)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import evidence as ev, redact
+from lab import evidence as ev
 from lab.errors import OutputNotWritable
 
 
@@ -20,50 +19,55 @@ def new_run_id(label: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+PRIVATE_DIR = 0o700  # a run holds output, transcripts and cores: everything a process knew
+
+
 @dataclass
 class RunDir:
+    """A run's directory. A write that fails (a full disk) is remembered in ``failed``, not
+    raised: the run goes on to its verdict, and the caller says what was not written."""
+
     run_id: str
     path: Path
+    failed: str | None = None
 
     @classmethod
     def create(cls, base: Path, run_id: str | None, label: str) -> RunDir:
+        """Make ``base/<run id>`` (mode 0700); raises OutputNotWritable with the real cause."""
         base = Path(base)
+        if base.is_symlink() and not base.exists():
+            raise OutputNotWritable(f"--out {base} is a dangling symbolic link")
+        if base.exists() and not base.is_dir():
+            raise OutputNotWritable(f"--out {base} is not a directory")
         run_id = run_id or new_run_id(label)
         path = base / run_id
         try:
             base.mkdir(parents=True, exist_ok=True)
-            path.mkdir()
+            path.mkdir(mode=PRIVATE_DIR)
+            os.chmod(path, PRIVATE_DIR)  # whatever the umask
             probe = path / ".write-probe"
             probe.write_text("")
             probe.unlink()
         except FileExistsError as exc:
-            raise OutputNotWritable(f"evidence directory already exists: {path}",
-                                    "choose another --run-id") from exc
+            raise OutputNotWritable(f"run directory already exists: {path}") from exc
         except OSError as exc:
             raise OutputNotWritable(f"cannot write evidence under {base}: {exc.strerror}") from exc
         return cls(run_id=run_id, path=path.resolve())
 
     def write_evidence(self, evidence: ev.Evidence) -> Path:
         target = self.path / "evidence.json"
-        ev.write_atomic(target, evidence.to_json())
+        self._write(target, evidence.to_json())
         return target
 
     def write_summary(self, evidence: ev.Evidence) -> Path:
         from lab.render import summary_markdown
 
         target = self.path / "summary.md"
-        ev.write_atomic(target, summary_markdown(evidence))
+        self._write(target, summary_markdown(evidence))
         return target
 
-
-def tee_output(stream, path: Path, echo: bool) -> None:
-    """Copy a process's output, line by line and redacted, to ``path`` (flushed per line, so
-    an interrupted run keeps it) and, with ``echo``, to stderr as ``  | line``. Returns at EOF."""
-    with open(path, "w", encoding="utf-8") as log:
-        for raw in iter(stream.readline, b""):
-            line = redact.text(raw.decode(errors="replace"))
-            log.write(line)
-            log.flush()
-            if echo:
-                sys.stderr.write(f"  | {line}" if line.endswith("\n") else f"  | {line}\n")
-                sys.stderr.flush()
+    def _write(self, target: Path, text: str) -> None:
+        try:
+            ev.write_atomic(target, text)
+        except OSError as exc:
+            self.failed = self.failed or f"{target.name}: {exc.strerror or exc}"

@@ -10,6 +10,7 @@ catch) does the watching in between; ``run(observer)`` holds the two together.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -20,12 +21,13 @@ from typing import Any
 
 from lab import evidence as ev, process, redact, reports
 from lab.envinfo import platform_info
-from lab.errors import Interrupted, LabError
+from lab.errors import EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
+from lab.output import OutputTee
 from lab.process.tree import ProcessTree
 from lab.progress import Progress
 from lab.reports import Event, ReportChannel
-from lab.rundir import RunDir, tee_output
+from lab.rundir import RunDir
 from lab.target import Target
 from lab.verdicts import Verdict, worst
 
@@ -70,6 +72,7 @@ class RunSession:
         self.verdict_at: float | None = None
         self.pending_error: LabError | None = None  # raised once the evidence is complete
         self._output: threading.Thread | None = None
+        self._tee: OutputTee | None = None
 
     @property
     def timeout(self) -> float:
@@ -98,6 +101,11 @@ class RunSession:
             self._end(observer)
             raise
         self._end(observer)
+        if self.rundir.failed:
+            error = EvidenceNotWritten(f"verdict {self.evidence.verdict}, but the evidence in "
+                                       f"{self.rundir.path} is incomplete: {self.rundir.failed}")
+            error.evidence = self.evidence
+            raise error
         if self.pending_error is not None:
             self.pending_error.evidence = self.evidence
             raise self.pending_error
@@ -149,10 +157,9 @@ class RunSession:
                             + (note or f"watch mode: {self.evidence.watch_mode}") + "]")
         self.launched_at = time.monotonic()
         root = self.tree.spawn(argv, env=env, cwd=self.target.cwd)
-        self._output = threading.Thread(
-            target=tee_output, args=(root.stdout, self.rundir.path / OUTPUT_FILE,
-                                     self.options.echo_output),
-            daemon=True, name="lab-output")
+        self._tee = OutputTee(self.rundir.path / OUTPUT_FILE, self.options.echo_output)
+        self._output = threading.Thread(target=self._tee.run, args=(root.stdout.fileno(),),
+                                        daemon=True, name="lab-output")
         self._output.start()
 
     # -- reports ---------------------------------------------------------------------------
@@ -209,6 +216,11 @@ class RunSession:
         if root is not None and root.stdout is not None and not (
                 self._output and self._output.is_alive()):
             root.stdout.close()
+        if self._tee is not None:
+            stats = self._tee.stats
+            self.evidence.output = dataclasses.asdict(stats)
+            if stats.error:
+                self.progress.stage("output", stats.error)
         if self.channel is not None:
             self.read_reports()
             self.channel.close()

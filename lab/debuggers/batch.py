@@ -40,7 +40,9 @@ class Session:
         self._eof = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - close()
+            # 0600: a transcript shows memory (strings, registers) of the target
+            self._file = os.fdopen(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                                           0o600), "w", encoding="utf-8")
         except OSError as error:
             raise OutputNotWritable(f"cannot write {self.path}: {error.strerror}") from None
         for key, value in (notes or {}).items():

@@ -7,6 +7,7 @@ a limit or without room on the disk.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -70,6 +71,10 @@ def dump(pid: int, out_dir: Path, limit_mb: float = GCORE_LIMIT_MB) -> dict[str,
         return {**result, "skipped": f"only {free / 2**20:,.0f} MiB free on the evidence disk "
                                      f"for a ~{estimate / 2**20:,.0f} MiB core"}
     prefix = Path(out_dir) / CORE_NAME
+    path = Path(f"{prefix}.{pid}")
+    # The core is the whole memory, every secret in it: made 0600 before gcore writes it (a
+    # truncating open keeps the mode of the file that is there).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     started = time.monotonic()
     try:
         done = subprocess.run([gcore, "-o", str(prefix), str(pid)], capture_output=True,
@@ -77,9 +82,9 @@ def dump(pid: int, out_dir: Path, limit_mb: float = GCORE_LIMIT_MB) -> dict[str,
                               check=False)
     except subprocess.TimeoutExpired:
         return {**result, "error": f"gcore did not finish within {GCORE_TIMEOUT_S:g} s"}
-    path = Path(f"{prefix}.{pid}")
     result["seconds"] = round(time.monotonic() - started, 3)
-    if not path.exists():
+    if not path.exists() or not path.stat().st_size:
+        path.unlink(missing_ok=True)
         said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {**result, "error": f"gcore exited {done.returncode} and wrote no core: {said}"}
     # A core is sparse where memory was never touched: report both sizes.

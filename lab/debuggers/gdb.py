@@ -179,7 +179,9 @@ class _Transcript:
     def __init__(self, path: Path):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(path, "wb")  # noqa: SIM115 - closed by close()
+            # 0600: a transcript shows memory (strings, registers) of the target
+            self._file = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                                   "wb")
         except OSError as error:
             raise OutputNotWritable(f"cannot write {path}: {error.strerror}") from None
         # Partial lines wait here so a command line never lands inside an output line.
