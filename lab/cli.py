@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
         each.add_argument("--recorded", default=default, help="a recorded LLDB transcript "
                           "shown as the macOS cell ('none': no recorded cell)")
 
+    sub.add_parser("cleanup", parents=[common["doc"]],
+                   help="finish the runs of a lab that was killed (kill -9): stop what is left, "
+                   "remove temp files, mark the evidence interrupted (every command does it too)")
+
     rep = sub.add_parser("report", help="write RUN_DIR/report.md, a bug report of one run")
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--results-dir", default="results",
@@ -258,6 +262,27 @@ def _cmd_matrix(args) -> int:
     return RUN_MISMATCH_STATUS if bad else 0
 
 
+def _cleanup(quiet: bool) -> list:
+    """Finish what killed labs left; one line on stderr per run (unless ``quiet``)."""
+    from lab.process import runs
+
+    done = runs.cleanup()
+    for run in done if not quiet else []:
+        sys.stderr.write(f"lab: cleanup: run {run.run_id} of a lab that is gone: stopped "
+                         f"{len(run.stopped)} process(es), evidence marked interrupted "
+                         f"({run.evidence_dir})\n")
+    return done
+
+
+def _cmd_cleanup(args) -> int:
+    done = _cleanup(quiet=args.json)
+    if args.json:
+        sys.stdout.write(json.dumps([run.__dict__ for run in done], indent=2) + "\n")
+    elif not done:
+        sys.stderr.write("lab: cleanup: nothing left by a killed lab\n")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from lab.report import write_report
 
@@ -280,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         interrupts.install()
         args = build_parser().parse_args(argv)
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
-                   "parse": _cmd_parse, "matrix": _cmd_matrix,
-                   "report": _cmd_report, "bench": _cmd_bench}[args.command]
+                   "parse": _cmd_parse, "matrix": _cmd_matrix, "report": _cmd_report,
+                   "bench": _cmd_bench, "cleanup": _cmd_cleanup}[args.command]
+        if args.command in ("run", "watch", "matrix", "bench"):
+            _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
         return handler(args)
     except LabError as exc:
         if exc.evidence is not None and getattr(args, "json", False):

@@ -24,6 +24,8 @@ from lab.envinfo import platform_info
 from lab.errors import EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
 from lab.output import OutputTee
+from lab.process import runs
+from lab.process.backend import RUN_ID_VAR
 from lab.process.tree import ProcessTree
 from lab.progress import Progress
 from lab.reports import Event, ReportChannel
@@ -61,7 +63,7 @@ class RunSession:
         if target.python_version:
             self.evidence.platform.python = target.python_version
         self.backend = process.backend()
-        self.tree = ProcessTree(self.backend)
+        self.tree = ProcessTree(self.backend, self.rundir.run_id)
         self.tree.on_stop = lambda live: self.progress.stage(
             "cleanup", f"stopping {len(live)} process(es): {', '.join(map(str, sorted(live)))}")
         self.channel: ReportChannel | None = None
@@ -73,6 +75,7 @@ class RunSession:
         self.pending_error: LabError | None = None  # raised once the evidence is complete
         self._output: threading.Thread | None = None
         self._tee: OutputTee | None = None
+        self._registered: runs.RunEntry | None = None
 
     @property
     def timeout(self) -> float:
@@ -130,6 +133,8 @@ class RunSession:
             self.rundir.write_summary(self.evidence)
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
+            if self._registered is not None:
+                runs.unregister(self._registered)
             self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
 
     # -- launching -------------------------------------------------------------------------
@@ -142,7 +147,7 @@ class RunSession:
             self.evidence.watch_mode = self.backend.mode
             self.evidence.watch_note = self.backend.note
         env = {**os.environ, **self.target.env, **(extra_env or {}),
-               "LAB_RUN_ID": self.rundir.run_id}
+               RUN_ID_VAR: self.rundir.run_id}
         if self.target.scratch_env:
             self.scratch = Path(tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-"))
             env[self.target.scratch_env] = str(self.scratch)
@@ -157,6 +162,9 @@ class RunSession:
                             + (note or f"watch mode: {self.evidence.watch_mode}") + "]")
         self.launched_at = time.monotonic()
         root = self.tree.spawn(argv, env=env, cwd=self.target.cwd)
+        temp = [Path(self.channel.directory)] if self.channel else []
+        self._registered = runs.register(self.rundir.run_id, self.rundir.path,
+                                         temp + ([self.scratch] if self.scratch else []))
         self._tee = OutputTee(self.rundir.path / OUTPUT_FILE, self.options.echo_output)
         self._output = threading.Thread(target=self._tee.run, args=(root.stdout.fileno(),),
                                         daemon=True, name="lab-output")

@@ -22,6 +22,10 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 DATA = Path(__file__).resolve().parent / "data"
 MARKER = "LAB_TEST_SESSION"
 SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+# The runs in progress of this test session are registered apart from the user's own
+# (lab.process.runs): a lab that a test kills is never cleaned up by a lab outside the suite.
+os.environ.setdefault("LAB_RUNS_DIR", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"lab-test-runs-{SESSION}"))
 
 # Timeouts with a meaning: SHORT fails a slow step; LONG only catches a hang.
 SHORT_TIMEOUT = 30.0

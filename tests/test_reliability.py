@@ -280,3 +280,83 @@ def test_two_runs_at_once_do_not_collide(reaper, tmp_path):
     assert documents[0]["run_id"] != documents[1]["run_id"]
     assert len(list(tmp_path.glob("*/evidence.json"))) == 2
     assert all(d["verdict"] == "deadlock" for d in documents)
+
+
+# -- kill -9 of the lab --------------------------------------------------------------------
+
+DAEMON_AND_WAIT = """
+import os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        print(f"daemon {os.getpid()} is running", flush=True)
+        time.sleep(3600)
+    os._exit(0)
+time.sleep(3600)
+"""
+
+
+def _registered(runs_dir: Path, deadline_s: float = SHORT_TIMEOUT) -> dict:
+    """The one run registered in ``runs_dir``, once the lab has written it (with a deadline)."""
+    end = time.monotonic() + deadline_s
+    while not list(runs_dir.glob("*.json")):
+        assert time.monotonic() < end, "the lab never registered its run"
+        time.sleep(0.01)  # polling for a file the lab writes, with a deadline
+    [entry] = runs_dir.glob("*.json")
+    return json.loads(entry.read_text())
+
+
+def test_kill_9_of_lab_watch_then_cleanup_stops_what_was_left(reaper, tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    env = {**os.environ, "LAB_RUNS_DIR": str(runs_dir)}
+    # GIVEN lab watch of a root that sleeps and a daemon (setsid, double fork) that sleeps too
+    lab = reaper.popen([*LAB, "watch", "--debugger", "none", "--timeout", "120", "--out",
+                        str(out), "--", sys.executable, "-c", DAEMON_AND_WAIT], cwd=REPO, env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    said = _read_stderr_until(lab, "  | daemon ").splitlines()[-1]  # the program's own line
+    daemon = int(said.split("daemon ")[-1].split()[0])
+    root = _registered(runs_dir)
+    # WHEN the lab is killed with SIGKILL: no cleanup of its own can run
+    lab.kill()
+    lab.wait(timeout=SHORT_TIMEOUT)
+    # THEN the daemon is still there, evidence.json says the run is unfinished ...
+    assert os.path.exists(f"/proc/{daemon}")
+    assert not _evidence(out)["complete"]
+    # ... until `lab cleanup` stops it and marks the evidence interrupted, with the reason
+    result = reaper.lab("cleanup", "--json", env=env, timeout=SHORT_TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    [done] = json.loads(result.stdout)
+    assert done["run_id"] == root["run_id"] and daemon in done["stopped"]
+    evidence = _evidence(out)
+    assert evidence["verdict"] == "interrupted" and evidence["complete"]
+    assert "lab cleanup" in evidence["error"] and str(lab.pid) in evidence["error"]
+    assert not list(runs_dir.glob("*.json"))
+    # AND a second cleanup finds nothing; the autouse fixture finds no process of ours
+    again = reaper.lab("cleanup", "--json", env=env, timeout=SHORT_TIMEOUT)
+    assert json.loads(again.stdout) == []
+
+
+def test_kill_9_of_lab_run_before_the_fork_kills_the_root_and_cleanup_removes_temp_files(
+        reaper, tmp_path):
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+    env = {**os.environ, "LAB_RUNS_DIR": str(runs_dir)}
+    # GIVEN lab run of the ChromaDB scenario, its host still importing ChromaDB
+    lab = reaper.popen([*LAB, "run", "chromadb-tokio", "--debugger", "none", "--out", str(out)],
+                       cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True)
+    _read_stderr_until(lab, "] launch")
+    entry = _registered(runs_dir)
+    assert entry["temp_dirs"] and all(os.path.isdir(d) for d in entry["temp_dirs"])
+    host = next(p for p in descendants(lab.pid))
+    # WHEN the lab is killed with SIGKILL
+    lab.kill()
+    lab.wait(timeout=SHORT_TIMEOUT)
+    # THEN the host dies with it (PR_SET_PDEATHSIG), and cleanup removes the temp directories
+    end = time.monotonic() + SHORT_TIMEOUT
+    while os.path.exists(f"/proc/{host}/cmdline") and open(f"/proc/{host}/cmdline").read():
+        assert time.monotonic() < end, "the scenario host outlived the killed lab"
+        time.sleep(0.01)  # polling a process state, with a deadline
+    result = reaper.lab("cleanup", env=env, timeout=SHORT_TIMEOUT)
+    assert result.returncode == 0 and "marked interrupted" in result.stderr, result.stderr
+    assert not any(os.path.exists(d) for d in entry["temp_dirs"])
+    assert _evidence(out)["verdict"] == "interrupted"

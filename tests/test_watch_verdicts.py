@@ -119,3 +119,18 @@ def test_without_the_process_connector_the_fallback_is_named_and_still_proves(la
     assert evidence["watch_mode"] == "polling"
     assert "process connector unavailable" in evidence["watch_note"]
     assert evidence["verdict"] == "deadlock"
+
+
+@pytest.mark.parametrize("mode", ["netlink", "polling"])
+def test_a_double_fork_daemon_is_found_and_stopped_in_both_modes(lab, mode):
+    if mode == "polling" and not shutil.which("unshare"):
+        pytest.skip("needs unshare(1) for a namespace without the process connector")
+    # GIVEN a program whose middle child calls setsid() and forks a daemon, then exits
+    prefix = ("unshare", "-n") if mode == "polling" else ()
+    result, evidence = watch(lab, "double_fork_daemon.py", HANG_TIMEOUT, prefix=prefix)
+    # THEN the daemon is one of the run's processes, still running at the timeout: a hang,
+    # stopped by the lab (the autouse fixture fails the test if it outlived the lab)
+    assert evidence["watch_mode"] == mode
+    assert evidence["verdict"] == "hang" and result.returncode == EXIT["hang"], result.stderr
+    [daemon] = by_verdict(evidence, "hang")
+    assert daemon["killed_by_lab"] and "double_fork_daemon.py" in " ".join(daemon["argv"])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from lab.evidence import ThreadState
 from lab.linux import netlink, prctl, procfs
-from lab.process.backend import Exited, Forked, ProcInfo
+from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo
 
 POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reaped by its own "
                 "parent between two polls is seen without its exit status")
@@ -25,6 +27,13 @@ class LinuxBackend:
             self.mode, self.note = "netlink", None
         except netlink.Unavailable as exc:
             self.mode, self.note = "polling", f"{exc}; {POLLING_NOTE}"
+
+    def child_setup(self):
+        return prctl.die_with(os.getpid())
+
+    def marked(self, run_id: str) -> list[int]:
+        return [pid for pid in procfs.all_pids()
+                if pid != os.getpid() and self.run_id(pid) == run_id]
 
     def fileno(self) -> int | None:
         return self._connector.fileno() if self._connector is not None else None
@@ -58,6 +67,12 @@ class LinuxBackend:
 
     def cmdline(self, pid: int) -> list[str]:
         return procfs.cmdline(pid)
+
+    def run_id(self, pid: int) -> str | None:
+        try:
+            return procfs.environ(pid).get(RUN_ID_VAR)
+        except (Gone, PermissionError):
+            return None
 
     def close(self) -> None:
         if self._connector is not None:

@@ -1,10 +1,13 @@
-"""prctl(2) calls the lab needs: become a child subreaper."""
+"""prctl(2) calls the lab needs: become a child subreaper; make a child die with the lab."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
+import signal
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -16,3 +19,21 @@ def set_child_subreaper() -> bool:
     Returns False when the kernel refuses (it never should on Linux >= 3.4).
     """
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def die_with(parent: int):
+    """A ``preexec_fn`` for Popen: the child gets SIGKILL when ``parent`` dies (kill -9 of the
+    lab included), and ends at once if ``parent`` is already gone.
+
+    It runs between fork and exec, so it only calls prctl and getppid: no import, no lock
+    another thread of the lab could hold. (PR_SET_PDEATHSIG is tied to the forking thread: the
+    lab starts its processes from its main thread.)
+    """
+    prctl, sigkill, getppid, exit_now = _libc.prctl, signal.SIGKILL.value, os.getppid, os._exit
+
+    def child() -> None:
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if getppid() != parent:
+            exit_now(1)
+
+    return child

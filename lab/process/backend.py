@@ -9,10 +9,13 @@ interface, so a backend can be added without touching them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from lab.evidence import ThreadState
+
+RUN_ID_VAR = "LAB_RUN_ID"  # every process a run starts inherits it: the run's marker
 
 
 class Gone(Exception):
@@ -49,6 +52,12 @@ class Backend(Protocol):
     def open(self) -> None:
         """Prepare to follow a tree started after this call (subreaper, event source)."""
 
+    def child_setup(self) -> Callable[[], None] | None:
+        """What the root runs between fork and exec (Linux: die with the lab), or None."""
+
+    def marked(self, run_id: str) -> list[int]:
+        """Every process whose environment carries ``run_id`` (all users' that can be read)."""
+
     def fileno(self) -> int | None:
         """A descriptor that becomes readable when events are queued; None: poll."""
 
@@ -69,6 +78,10 @@ class Backend(Protocol):
 
     def cmdline(self, pid: int) -> list[str]:
         """Raises Gone (and PermissionError where the OS refuses)."""
+
+    def run_id(self, pid: int) -> str | None:
+        """The ``LAB_RUN_ID`` in ``pid``'s environment: the run it belongs to, even after it
+        left the run's session (a daemon) or was orphaned. None where it cannot be read."""
 
     def close(self) -> None:
         """Release the event source."""

@@ -31,6 +31,12 @@ class PsBackend:
     def open(self) -> None:
         pass
 
+    def child_setup(self):
+        return None
+
+    def marked(self, run_id: str) -> list[int]:
+        return []
+
     def fileno(self) -> int | None:
         return None
 
@@ -65,6 +71,9 @@ class PsBackend:
         if not text:
             raise Gone(pid)
         return text.split()
+
+    def run_id(self, pid: int) -> str | None:
+        return None  # ps(1) shows no environment portably
 
     def close(self) -> None:
         pass

@@ -64,8 +64,9 @@ class Member:
 class ProcessTree:
     """Register, follow, stop, reap. ``members`` is in the order the processes were seen."""
 
-    def __init__(self, backend: Backend):
+    def __init__(self, backend: Backend, run_id: str | None = None):
         self.backend = backend
+        self.run_id = run_id  # the marker every process of this tree inherits
         self.members: dict[int, Member] = {}
         self.root: subprocess.Popen | None = None
         self.on_stop: Callable[[list[int]], None] | None = None  # told what stop() signals
@@ -79,7 +80,8 @@ class ProcessTree:
             try:
                 self.root = subprocess.Popen(
                     argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True)
+                    stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=self.backend.child_setup())
             except FileNotFoundError as exc:
                 raise CommandNotFound(f"command not found: {argv[0]}") from exc
             except PermissionError as exc:
@@ -134,15 +136,16 @@ class ProcessTree:
             for kid in kids:
                 if kid not in self.members:
                     self.add(kid, parent)
-        # Orphans re-parented to us, the subreaper: ours only when they are in the root's
-        # session. A process that runs several trees in turn (trials, the matrix) may still
-        # have another tree's children, or children of its own, that are none of ours.
+        # Orphans re-parented to us, the subreaper: ours only when they are of this run (its
+        # session, or its marker: a daemon that called setsid() keeps the marker). A process
+        # that runs several trees in turn (trials, the matrix) may still have another tree's
+        # children, or children of its own, that are none of ours.
         try:
             adopted = self.backend.children(os.getpid())
         except Gone:
             return
         for kid in adopted - self.members.keys():
-            if self._in_our_session(kid):
+            if self._ours(kid):
                 self.add(kid, os.getpid())
 
     def sample_exit(self, pid: int, when: float) -> bool:
@@ -262,7 +265,7 @@ class ProcessTree:
         end = time.monotonic() + limit
         while True:
             self._reap_any()
-            left = [pid for pid in self.members if self._in_our_session(pid)]
+            left = [pid for pid in self.members if self._ours(pid)]
             if not left or time.monotonic() >= end:
                 return
             for pid in left:
@@ -301,9 +304,14 @@ class ProcessTree:
             self.root.returncode = os.waitstatus_to_exitcode(status)
         self.finished(pid, status, time.monotonic())
 
-    def _in_our_session(self, pid: int) -> bool:
-        """Does ``pid`` exist as a process of the root's session (not a reused PID)?"""
+    def _ours(self, pid: int) -> bool:
+        """Is ``pid`` a live process of this run (the root's session, or the run's marker in
+        its environment), not a reused PID?"""
+        if self.root is None:
+            return False
         try:
-            return self.root is not None and self.backend.info(pid).session == self.root.pid
+            if self.backend.info(pid).session == self.root.pid:
+                return True
         except Gone:
             return False
+        return self.run_id is not None and self.backend.run_id(pid) == self.run_id
