@@ -306,13 +306,10 @@ def _scrub_tree(value: Any) -> Any:
 
 
 def scrub(text: str) -> str:
-    """Mask URL credentials and token shapes, then any value of a secret-looking variable of
-    this process's environment that still appears verbatim (the run may have inherited it)."""
-    text = redact.text(text)
-    for name, value in os.environ.items():
-        if redact.is_secret_name(name) and len(value) >= 8 and value in text:
-            text = text.replace(value, redact.MASK)
-    return text
+    """Mask secrets: the shapes ``redact.text`` knows, and the value of every secret-looking
+    variable of this process's environment (the run may have inherited it)."""
+    redact.learn(os.environ)
+    return redact.text(text)
 
 
 def write_report(run_dir: Path, results_dir: Path = Path("results")) -> Path:

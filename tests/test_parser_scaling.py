@@ -167,3 +167,18 @@ def test_an_mi_record_is_read_in_linear_time_and_never_raises(line, measure):
     record = parse_record(line)
     measure(f"parse_record, {len(line) >> 10} KB", time.monotonic() - started)
     assert record["type"] in ("result", "console") and time.monotonic() - started < 2.0
+
+
+def test_the_live_gdb_driver_reads_a_long_record_in_many_chunks(measure):
+    # GIVEN a 4 MB console record as gdb's pipe delivers it: 4 KB at a time, then a prompt
+    from lab.debuggers.gdb import _Records
+
+    raw = b'~"' + b"ab.1" * (1 << 20) + b'\\n"\n(gdb) \n'
+    records = _Records()
+    started = time.monotonic()
+    # WHEN the driver's reader takes the chunks
+    got = [r for i in range(0, len(raw), 4096) for r in records(raw[i:i + 4096], "stdout")]
+    measure("live gdb driver, a 4 MB record in 4 KB chunks", time.monotonic() - started)
+    # THEN it is one console record holding the whole string; the prompt is no record
+    assert [(r["type"], r["stream"]) for r in got] == [("console", "stdout")]
+    assert got[0]["payload"] == "ab.1" * (1 << 20) + "\n"

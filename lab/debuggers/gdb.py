@@ -31,6 +31,7 @@ from lab.parsers.gdb_mi import (
     frames_from_stack,
     threads_from_info,
 )
+from lab.parsers.mi_records import is_prompt, parse_record
 
 # User init files are always skipped (--nx): a ~/.gdbinit must not change what we record.
 GDB_COMMAND = ["gdb", "--nx", "--quiet", "--interpreter=mi3"]
@@ -219,6 +220,28 @@ class _Transcript:
             self._file.flush()
 
 
+class _Records:
+    """GDB's raw output, in the chunks it arrives in, to MI records (pygdbmi's dicts)."""
+
+    def __init__(self):
+        self._partial: dict[str, list[bytes]] = {}
+
+    def __call__(self, raw: bytes, stream: str) -> list[dict[str, Any]]:
+        parts = self._partial.setdefault(stream, [])
+        *complete, rest = raw.split(b"\n")
+        if not complete:
+            parts.append(rest)  # joined once the line ends: linear, however many chunks
+            return []
+        lines = [b"".join([*parts, complete[0]]), *complete[1:]]
+        self._partial[stream] = [rest] if rest else []
+        records = []
+        for line in lines:
+            text = line.decode(errors="replace").rstrip("\r")
+            if text and not is_prompt(text):
+                records.append({**parse_record(text), "stream": stream})
+        return records
+
+
 class _Gdb:
     """One gdb process: send MI commands with tokens, read until each one's result arrives."""
 
@@ -242,13 +265,15 @@ class _Gdb:
         # pygdbmi never selects on stderr; read it too, or a chatty gdb blocks on a full pipe.
         if io.stderr_fileno >= 0 and io.stderr_fileno not in io.read_list:
             io.read_list.append(io.stderr_fileno)
-        parse = io._get_responses_list
+        parse = _Records()
 
         def tee(raw_output: bytes, stream: str) -> list[dict[str, Any]]:
             transcript.output(raw_output, stream)
             return parse(raw_output, stream)
 
-        io._get_responses_list = tee  # every raw byte passes here before it is parsed
+        # Every raw byte passes here: teed to the transcript, then read by the lab's linear MI
+        # parser (pygdbmi's is quadratic on a long string: a target's huge value would stall).
+        io._get_responses_list = tee
 
     @property
     def process(self) -> subprocess.Popen:
