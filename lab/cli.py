@@ -58,9 +58,13 @@ def _common_options() -> dict[str, argparse.ArgumentParser]:
                      help="print the document (evidence, tally, results) on stdout")
     target = _Parser(add_help=False)
     target.add_argument("--debugger", choices=DEBUGGERS, default="auto")
-    target.add_argument("--timeout", type=_positive,
-                        help="seconds before an unfinished run is a hang (default: the "
-                        "scenario's own; 60 for watch)")
+    limit = target.add_mutually_exclusive_group()
+    limit.add_argument("--timeout", type=_positive, metavar="S",
+                       help="seconds before an unfinished run is a hang (default: the "
+                       "scenario's own; 60 for watch)")
+    limit.add_argument("--no-timeout", action="store_true",
+                       help="no limit: watch until the tree ends, a deadlock is proven, or "
+                       "Ctrl-C (a service)")
     target.add_argument("--out", help="evidence base directory (default crash_dumps/, or "
                         "$LAB_CRASH_DUMPS)")
     observe = _Parser(add_help=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,9 @@ class RunOptions:
     @classmethod
     def from_args(cls, args) -> RunOptions:
         """From the command line's common options (see ``lab.cli``)."""
+        no_limit = getattr(args, "no_timeout", False)
         return cls(debugger=getattr(args, "debugger", "auto"),
-                   timeout=getattr(args, "timeout", None),
+                   timeout=math.inf if no_limit else getattr(args, "timeout", None),
                    out_base=Path(args.out) if getattr(args, "out", None) else default_out_base(),
                    echo_output=not getattr(args, "quiet", False),
                    strace=getattr(args, "strace", False),

@@ -42,7 +42,7 @@ _ARG_NAME = re.compile(r"-{0,2}[A-Za-z_][\w.-]{0,127}")
 # linear. (The old URL rule began with the scheme, "[a-zA-Z][a-zA-Z0-9+.-]*://", and was tried
 # from every letter of a long run of letters, digits and dots: quadratic.) Group ``keep`` is the
 # part shown before the mask, group ``tail`` the part shown after it.
-_VALUE = r"[^\s\"',;&]+(?P<tail>)"
+_VALUE = r"[^\s\"',;&{}\[\]]+(?P<tail>)"  # never JSON's braces: `"pass": {` is a key
 _SEP = r"[\"']?[ \t]{0,8}[=:][ \t]{0,8}[\"']?"  # password=, "api_key": ", PASS :
 _RULES = tuple((trigger, re.compile(pattern)) for trigger, pattern in (
     ("://", r"(?P<keep>://)[^/@\s:]*:[^/@\s]*(?P<tail>@)"),  # scheme://user:password@host

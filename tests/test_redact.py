@@ -198,3 +198,12 @@ def test_a_real_run_writes_no_secret_anywhere(reaper, tmp_path):
     assert not leaks
     # AND the program's output is still there, masked where it held secrets
     assert f"password={MASK}" in written["output.txt"]
+
+
+def test_a_json_key_that_mentions_pass_keeps_its_object_value():
+    # GIVEN JSON whose key contains "pass" and whose value is an object (the bench's results)
+    text = '{"python -c pass": {"n": 5}, "db_pass": "hunter22"}'
+    # THEN the object stays valid JSON; the string value of a secret key is still masked
+    masked = redact.text(text)
+    assert masked.startswith('{"python -c pass": {"n": 5}')
+    assert "hunter22" not in masked

@@ -218,9 +218,17 @@ def _scaling_section(data: dict) -> list[str]:
         "parent thread holds. *fork → proven* is timed from that last child's fork. *Watcher "
         "CPU* is the watcher's own CPU time over wall time while it follows the tree: during "
         f"the deadlock runs, and steady over a fixed window without a deadlock. The watcher "
-        f"samples every {data['poll_interval_s'] * 1000:.0f} ms.",
+        f"samples a process whose threads all wait forever every "
+        f"{data['poll_interval_s'] * 1000:.0f} ms, any other every "
+        f"{data.get('slow_interval_s', data['poll_interval_s']) * 1000:.0f} ms.",
         "",
     ]
+    idle = data.get("idle")
+    if idle:
+        lines += [f"Watcher CPU on an idle {idle['processes']}-process tree over "
+                  f"{idle['window_s']:.0f} s: {_pct(idle['cpu_share'])} of a core (target ≤ "
+                  f"{_pct(idle['target_share'])}: {'met' if idle['target_met'] else '**not met**'}"
+                  f", {idle['watch_mode']}).", ""]
     header = ("| {} | fork → proven (min / **median** / max) | first seen blocked → proven "
               "(median) | watcher CPU, deadlock runs (median) | watcher CPU, steady | mode |")
     for key, title, axis in (("children", "As the tree grows (the parent has 2 threads):",

@@ -23,13 +23,16 @@ from lab.options import RunOptions
 from lab.progress import Progress
 from lab.session import RunSession
 from lab.target import command
-from lab.watch.watcher import POLL_INTERVAL_S, Watcher, watch as watch_target
+from lab.watch.watcher import POLL_INTERVAL_S, SLOW_S, Watcher, watch as watch_target
 
 REPO = Path(__file__).resolve().parents[2]
 CHILDREN, QUICK_CHILDREN = (1, 8, 32, 128), (1, 8)
 THREADS, QUICK_THREADS = (2, 8, 32, 128), (2, 8)  # the parent's threads, lock holder included
 REPEATS, QUICK_REPEATS = 3, 1  # deadlock runs per size
 WINDOW_S, QUICK_WINDOW_S = 3.0, 1.5  # the steady run: the watcher follows a tree this long
+IDLE_CHILDREN = 9  # with the parent: a 10-process tree, every process idle
+IDLE_S, QUICK_IDLE_S = 60.0, 5.0
+TARGET_IDLE_SHARE = 0.02  # of one core
 DEADLOCK_TIMEOUT_S = 60.0
 OVERHEAD_RUNS, QUICK_OVERHEAD_RUNS = 20, 5
 CLI_RUNS, QUICK_CLI_RUNS = 5, 2
@@ -66,8 +69,20 @@ def measure(ctx: BenchContext) -> dict:
 
     children = [row(n, THREADS[0]) for n in ctx.pick(CHILDREN, QUICK_CHILDREN)]
     threads = [row(1, t) for t in ctx.pick(THREADS, QUICK_THREADS)]
-    return {"children": children, "threads": threads, "watch_overhead": _overhead(ctx),
-            "poll_interval_s": POLL_INTERVAL_S}
+    return {"children": children, "threads": threads, "idle": _idle(ctx),
+            "watch_overhead": _overhead(ctx), "poll_interval_s": POLL_INTERVAL_S,
+            "slow_interval_s": SLOW_S}
+
+
+def _idle(ctx: BenchContext) -> dict:
+    """The watcher's CPU on a quiet 10-process tree (nothing proving anything) for a while."""
+    window = ctx.pick(IDLE_S, QUICK_IDLE_S)
+    ctx.say(f"scaling: watcher CPU on an idle {IDLE_CHILDREN + 1}-process tree for {window:g} s")
+    run = _watch(ctx, IDLE_CHILDREN, 1, deadlock=False, timeout=window)
+    return {"processes": run["processes"], "window_s": run["wall_s"], "cpu_s": run["cpu_s"],
+            "cpu_share": run["cpu_share"], "target_share": TARGET_IDLE_SHARE,
+            "target_met": run["cpu_share"] is not None
+            and run["cpu_share"] <= TARGET_IDLE_SHARE, "watch_mode": run["watch_mode"]}
 
 
 def _size(ctx: BenchContext, children: int, threads: int) -> dict:

@@ -6,7 +6,7 @@ import os
 
 from lab.evidence import ThreadState
 from lab.linux import netlink, prctl, procfs
-from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo
+from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo, SignalState
 
 POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reaped by its own "
                 "parent between two polls is seen without its exit status")
@@ -68,11 +68,49 @@ class LinuxBackend:
     def cmdline(self, pid: int) -> list[str]:
         return procfs.cmdline(pid)
 
+    def signals(self, pid: int) -> SignalState | None:
+        try:
+            return procfs.signal_state(pid)
+        except (Gone, PermissionError):
+            return None
+
     def run_id(self, pid: int) -> str | None:
         try:
             return procfs.environ(pid).get(RUN_ID_VAR)
         except (Gone, PermissionError):
             return None
+
+    def mapped(self, pid: int) -> list[str]:
+        try:
+            with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
+                # the sixth field, when there is one, is the file (it may contain spaces)
+                paths = {parts[5].rstrip("\n") for parts in (line.split(maxsplit=5)
+                                                               for line in handle)
+                         if len(parts) == 6 and parts[5].startswith("/")}
+        except (FileNotFoundError, ProcessLookupError):
+            raise Gone(pid) from None
+        return sorted(paths)
+
+    def trace_refusal(self, pid: int) -> str | None:
+        # Opening /proc/PID/mem is checked as PTRACE_MODE_ATTACH (proc(5)), the very check a
+        # debugger's attach and py-spy's process_vm_readv pass: a probe, not a guess from uids.
+        try:
+            os.close(os.open(f"/proc/{pid}/mem", os.O_RDONLY))
+            return None
+        except (FileNotFoundError, ProcessLookupError):
+            raise Gone(pid) from None
+        except PermissionError:
+            pass
+        try:
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except (FileNotFoundError, ProcessLookupError):
+            raise Gone(pid) from None
+        me = os.geteuid()
+        if owner != me:
+            return (f"process {pid} belongs to uid {owner} and the lab runs as uid {me} "
+                    "without CAP_SYS_PTRACE")
+        return (f"process {pid} is this user's, but the kernel refuses to let the lab trace it "
+                "(Yama's kernel.yama.ptrace_scope, or the process made itself undumpable)")
 
     def close(self) -> None:
         if self._connector is not None:

@@ -6,11 +6,15 @@ Every reader tolerates the process vanishing between two reads: it raises ``Gone
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 from lab.evidence import ThreadState
 from lab.linux import syscalls
-from lab.process.backend import Gone  # one Gone for the seam and /proc: raised below
+from lab.process.backend import (
+    Gone,  # one Gone for the seam and /proc: raised below
+    SignalState,
+)
 
 
 def _read(path: str) -> bytes:
@@ -170,3 +174,52 @@ def is_zombie(pid: int) -> bool:
         return stat(pid).state == "Z"
     except Gone:
         return True
+
+
+def _signal_names(mask: int) -> tuple[str, ...]:
+    names = []
+    for number in range(1, 65):
+        if mask & (1 << (number - 1)):
+            try:
+                names.append(signal.Signals(number).name)
+            except ValueError:
+                names.append(f"SIG{number}")  # a real-time signal
+    return tuple(names)
+
+
+def signal_state(pid: int) -> SignalState:
+    """Signals from /proc/PID/status (SigCgt, SigBlk, SigIgn; SigPnd of every thread and
+    ShdPnd) and POSIX timers from /proc/PID/timers (proc(5)). Raises Gone."""
+    fields = status(pid)
+    pending = int(fields.get("ShdPnd", "0"), 16)
+    for tid in tids(pid):
+        try:
+            pending |= int(status(pid, tid).get("SigPnd", "0"), 16)
+        except Gone:
+            continue
+    timers = []
+    try:
+        current: dict[str, str] = {}
+        for line in _read(f"/proc/{pid}/timers").decode(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key == "ID" and current:
+                timers.append(current)
+                current = {}
+            current[key.strip()] = value.strip()
+        if current:
+            timers.append(current)
+    except (Gone, PermissionError):
+        pass
+    return SignalState(
+        caught=_signal_names(int(fields.get("SigCgt", "0"), 16)),
+        blocked=_signal_names(int(fields.get("SigBlk", "0"), 16)),
+        ignored=_signal_names(int(fields.get("SigIgn", "0"), 16)),
+        pending=_signal_names(pending),
+        timers=tuple(f"{t.get('ID', '?')} {_timer_signal(t)} {t.get('notify', '?').split('/')[0]}"
+                     for t in timers))
+
+
+def _timer_signal(timer: dict[str, str]) -> str:
+    number = timer.get("signal", "").split("/")[0]
+    return _signal_names(1 << (int(number) - 1))[0] if number.isdigit() and number != "0" \
+        else "none"

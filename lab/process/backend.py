@@ -32,6 +32,17 @@ class ProcInfo:
 
 
 @dataclass(frozen=True)
+class SignalState:
+    """A process's signals as the OS shows them, by name: what could still wake a wait."""
+
+    caught: tuple[str, ...] = ()  # a handler is installed
+    blocked: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()  # pending for the process or any of its threads
+    timers: tuple[str, ...] = ()  # POSIX timers (timer_create), as "ID signal SIGALRM"
+
+
+@dataclass(frozen=True)
 class Forked:
     parent: int
     child: int
@@ -79,9 +90,21 @@ class Backend(Protocol):
     def cmdline(self, pid: int) -> list[str]:
         """Raises Gone (and PermissionError where the OS refuses)."""
 
+    def signals(self, pid: int) -> SignalState | None:
+        """Caught, blocked, ignored and pending signals and POSIX timers; None where the OS
+        does not show them."""
+
     def run_id(self, pid: int) -> str | None:
         """The ``LAB_RUN_ID`` in ``pid``'s environment: the run it belongs to, even after it
         left the run's session (a daemon) or was orphaned. None where it cannot be read."""
+
+    def mapped(self, pid: int) -> list[str]:
+        """The files mapped into ``pid`` (its executable and shared libraries), sorted; empty
+        where the OS does not show them. Raises Gone, PermissionError."""
+
+    def trace_refusal(self, pid: int) -> str | None:
+        """Why this process may not read ``pid``'s memory or attach to it (another user's, no
+        CAP_SYS_PTRACE, Yama); None when it may. Raises Gone."""
 
     def close(self) -> None:
         """Release the event source."""

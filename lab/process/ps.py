@@ -72,8 +72,19 @@ class PsBackend:
             raise Gone(pid)
         return text.split()
 
+    def signals(self, pid: int):
+        return None  # ps(1) shows no signal masks portably
+
     def run_id(self, pid: int) -> str | None:
         return None  # ps(1) shows no environment portably
+
+    def mapped(self, pid: int) -> list[str]:
+        self.info(pid)
+        return []  # ps(1) does not list a process's mappings
+
+    def trace_refusal(self, pid: int) -> str | None:
+        self.info(pid)
+        return None  # cannot be told beforehand here: the debugger's attach says it
 
     def close(self) -> None:
         pass

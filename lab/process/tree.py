@@ -59,6 +59,7 @@ class Member:
     finished: bool = False
     wait_status: int | None = None
     finished_at: float | None = None
+    reaped_by_lab: bool = False  # False: its own parent reaped it (and could handle its end)
 
 
 class ProcessTree:
@@ -115,11 +116,13 @@ class ProcessTree:
 
     # -- following -------------------------------------------------------------------------------
 
-    def update(self) -> None:
-        """One step: take the backend's events, reap our children, find new descendants."""
+    def update(self, discover: bool = True) -> None:
+        """One step: take the backend's events, reap our children, find new descendants (a
+        scan of every member's children: with fork events, ``discover`` can be rarer)."""
         self._take_events()
         self._reap_members()
-        self.discover()
+        if discover:
+            self.discover()
 
     def wait(self, timeout: float, extra: Iterable = ()) -> None:
         """Block until an event or ``extra`` is readable, at most ``timeout`` s."""
@@ -300,6 +303,7 @@ class ProcessTree:
                 self._reaped(pid, status)
 
     def _reaped(self, pid: int, status: int) -> None:
+        self.members[pid].reaped_by_lab = True
         if self.root is not None and pid == self.root.pid:
             self.root.returncode = os.waitstatus_to_exitcode(status)
         self.finished(pid, status, time.monotonic())

@@ -1,11 +1,22 @@
 """Judge a process from /proc samples: proven deadlock, spinning, or blocked somewhere.
 
 A deadlock is *proven* only when every thread of the process sleeps in a futex wait with no
-timeout on a process-private futex, and nothing about those waits changes across samples that
-span at least ``STABLE_S``: a private futex can only be woken by a thread of the same process,
-and every such thread is itself waiting, so nobody is left who could wake it. A wait with a
-timeout, on a pipe, on a child or on a shared futex can still end, and is never called a
-deadlock.
+timeout on a process-private futex, nothing about those waits changes across samples that span
+at least ``STABLE_S``, and nothing the process arranged can end the wait (``possible_wakeup``):
+a private futex can only be woken by a thread of the same process, every such thread is itself
+waiting, and so no thread of its own can wake it, no timer it armed, and no handler it
+installed for a signal from outside. A wait with a timeout, on a pipe, on a child or on a
+shared futex can still end, and is never called a deadlock.
+
+Signals, measured on Linux/glibc: CPython's locks wait in glibc's ``sem_wait`` (Python/
+thread_pthread.h, USE_SEMAPHORES), a ``FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME`` wait
+with no timeout (op 0x189) that returns EINTR to CPython when a handled signal arrives; in the
+main thread CPython then runs the Python handler, and an exception it raises leaves the wait.
+A native wait — Rust's futex mutex (op 0x89), a glibc mutex (op 0x80) — retries on EINTR:
+no handler can end it. So a handler counts only where the main thread sits in that
+interruptible wait (a native condition variable looks the same and is judged the same way:
+not proven, a hang at the timeout — never a false proof). CPython's own SIGINT handler, which
+every Python process has, does not count; nor do fault-signal handlers (faulthandler).
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lab.evidence import ThreadState
+from lab.process.backend import SignalState
 
 # How long every thread's wait must stay identical before the deadlock counts as proven, and
 # how many samples that span must hold. 0.1 s keeps the proof well under the 0.3 s target.
@@ -146,3 +158,57 @@ def describe_unfinished(watch: DeadlockWatch) -> str:
                 f"of a CPU over the last {t1 - t0:.2f} s")
     waits = sorted({describe_wait(t) for t in last})
     return "blocked, not a proven deadlock: " + "; ".join(waits)
+
+
+# -- what could still end a wait ------------------------------------------------------------
+
+CPYTHON_LOCK_WAIT_OP = 0x189  # FUTEX_WAIT_BITSET_PRIVATE|FUTEX_CLOCK_REALTIME: glibc sem_wait
+TIMER_SIGNALS = ("SIGALRM", "SIGVTALRM", "SIGPROF")
+# Signals a supervisor or a user sends to ask something of a process; SIGINT is left out:
+# CPython installs a handler for it in every process.
+OUTSIDE_SIGNALS = ("SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGTERM")
+# Pending, these do nothing unless caught (their default action is to ignore them).
+HARMLESS_BY_DEFAULT = ("SIGCHLD", "SIGCONT", "SIGURG", "SIGWINCH")
+
+
+def interruptible(pid: int, threads: list[ThreadState]) -> bool:
+    """Does the main thread wait where a Python signal handler can end the wait?"""
+    main = next((t for t in threads if t.tid == pid), None)
+    call = main.syscall if main is not None else None
+    return bool(call and call.futex and call.futex.op_raw == CPYTHON_LOCK_WAIT_OP)
+
+
+def possible_wakeup(pid: int, threads: list[ThreadState],
+                    signals: SignalState | None) -> str | None:
+    """What could still end these waits (a pending signal, a timer, a handler for a signal
+    from outside, where it can interrupt the wait), all of it in one phrase; None: nothing."""
+    if signals is None:
+        return None
+    reasons = []
+    live = [s for s in signals.pending if s not in signals.blocked and s not in signals.ignored
+            and (s in signals.caught or s not in HARMLESS_BY_DEFAULT)]
+    if live:
+        reasons.append(f"{', '.join(live)} pending and not blocked: its delivery can end the "
+                       "wait")
+    can_interrupt = interruptible(pid, threads)
+    for timer in signals.timers:
+        number = timer.split()[1] if len(timer.split()) > 1 else ""
+        if number in signals.blocked or number in signals.ignored:
+            continue
+        if number not in signals.caught and number not in HARMLESS_BY_DEFAULT:
+            reasons.append(f"POSIX timer {timer}: when it fires, {number} ends the process")
+        elif number in signals.caught and can_interrupt:
+            reasons.append(f"POSIX timer {timer}, and a handler for {number}: it can end the "
+                           "main thread's interruptible wait")
+    if can_interrupt:
+        armed = [s for s in TIMER_SIGNALS if s in signals.caught and s not in signals.blocked]
+        if armed:
+            reasons.append(f"a handler for {', '.join(armed)} is installed (alarm() and "
+                           "setitimer() leave no trace in /proc): when it fires it can end the "
+                           "main thread's interruptible wait")
+        outside = [s for s in OUTSIDE_SIGNALS if s in signals.caught and s not in signals.blocked]
+        if outside:
+            reasons.append(f"a handler for {', '.join(outside)} is installed and the main "
+                           "thread waits where it can end the wait: a process waiting for a "
+                           "signal by design")
+    return "; ".join(reasons) or None

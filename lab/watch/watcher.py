@@ -1,12 +1,22 @@
 """The watcher: follow every process of a run, judge each one, capture evidence of the culprit.
 
 Every live process of the session's tree is sampled through the process backend; a proven
-deadlock ends the run at once (see ``judge``). At the end each process gets a verdict, the run
-the worst of them, and the culprit a debugger capture (and, on request, a core file).
+deadlock ends the run (see ``judge``). Sampling is adaptive: a process whose threads all wait
+forever is sampled every ``FAST_S`` until the proof holds or fails; any other process every
+``SLOW_S``, which keeps the watcher cheap on a quiet tree and the verdict within about 0.25 s
+of the block. At the end each process gets a verdict, the run the worst of them, and the
+culprit a debugger capture (and, on request, a core file).
+
+Exit statuses mean what they say: the run's ``error`` comes from the root command's status. A
+descendant its own parent reaped keeps its status in ``processes[]`` but no verdict of its own
+when it exited non-zero or died of a signal of ordinary process control (SIGPIPE, SIGTERM,
+SIGINT, SIGHUP): ``grep -q`` finding nothing, ``yes | head``. Fault signals and SIGKILL stay a
+``crash``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -18,7 +28,11 @@ from lab.target import Target
 from lab.verdicts import Verdict, worst
 from lab.watch import capture, judge
 
-__all__ = ["POLL_INTERVAL_S", "Watcher", "watch"]
+__all__ = ["FAST_S", "POLL_INTERVAL_S", "SLOW_S", "Watcher", "watch"]
+
+FAST_S = POLL_INTERVAL_S  # while a proof may be forming
+SLOW_S = 0.1  # everything else; bounds the time from a block to the first look at it
+ORDINARY_SIGNALS = ("SIGPIPE", "SIGTERM", "SIGINT", "SIGHUP")  # process control, not faults
 
 
 def watch(target: Target, options, progress=None) -> ev.Evidence:
@@ -29,6 +43,9 @@ def watch(target: Target, options, progress=None) -> ev.Evidence:
 class Watcher(Observer):
     def __init__(self):
         self.samples: dict[int, judge.DeadlockWatch] = {}
+        self.due: dict[int, float] = {}  # when each process is sampled next
+        self.wakeups: dict[int, str] = {}  # what can still end a process's wait
+        self.proven: list[int] = []  # deadlocked processes, the first one first
         self.deadlocked: int | None = None
 
     def run(self, session: RunSession) -> None:
@@ -43,6 +60,12 @@ class Watcher(Observer):
     def conclude(self, session: RunSession) -> None:
         if session.options.strace:
             capture.strace_tail(session, self.culprit(session))
+        evidence = session.evidence
+        if evidence.verdict not in (None, Verdict.INTERRUPTED.value):
+            # A process that ended during the capture keeps the verdict it was judged with:
+            # the run's verdict is recomputed so the two can never disagree.
+            verdicts = [r.verdict for r in session.tree.records if r.verdict]
+            evidence.verdict = worst(verdicts).value if verdicts else evidence.verdict
 
     # -- following --------------------------------------------------------------------------
 
@@ -50,67 +73,103 @@ class Watcher(Observer):
         """Until the tree finishes, a deadlock is proven, or the timeout passes: the outcome."""
         tree = session.tree
         deadline = session.launched_at + session.timeout
+        grace_end = None  # after a first proof: time for other candidates to be proven too
+        scanned = 0.0
         while True:
-            tree.update()
+            # With fork events the scan of every member's children is only a safety net.
+            scan = tree.backend.fileno() is None or time.monotonic() - scanned >= SLOW_S
+            tree.update(discover=scan)
+            scanned = time.monotonic() if scan else scanned
             session.read_reports()
             now = time.monotonic()
             for pid in tree.unfinished():
-                if self.sample(session, pid, now):
-                    self.deadlocked = pid
-                    session.verdict_at = now
-                    return "deadlock"
-            if tree.all_finished():
+                if now >= self.due.get(pid, 0.0) and pid not in self.proven:
+                    if self.sample(session, pid, now):
+                        self.proven.append(pid)
+                    self.due[pid] = now + (FAST_S if self._candidate(pid) else SLOW_S)
+            if self.proven and grace_end is None:
+                self.deadlocked, session.verdict_at = self.proven[0], now
+                grace_end = now + judge.STABLE_S + 2 * FAST_S
+            if grace_end is not None and (now >= grace_end or not self._candidates(tree)):
+                return "deadlock"
+            if grace_end is None and tree.all_finished():
                 session.verdict_at = time.monotonic()
                 return "finished"
-            if now >= deadline:
+            if grace_end is None and now >= deadline:
                 session.verdict_at = now
                 return "timeout"
-            tree.wait(min(POLL_INTERVAL_S, deadline - now), extra=[session.channel])
+            upcoming = [self.due.get(pid, now) for pid in tree.unfinished()]
+            until = min([deadline, *upcoming, *([grace_end] if grace_end else [])])
+            tree.wait(max(0.0, min(until - now, SLOW_S)), extra=[session.channel])
 
     def sample(self, session: RunSession, pid: int, now: float) -> bool:
         """Sample one live process; return True once it is proven deadlocked."""
         tree = session.tree
         if tree.sample_exit(pid, now):
             return False
-        member = tree.members[pid]
         try:
             threads = tree.backend.threads(pid)
-            argv = tree.backend.cmdline(pid)
         except (Gone, PermissionError):
             tree.sample_exit(pid, now)
             return False
-        member.record.threads = threads
-        member.record.argv = redact.argv(argv) or member.record.argv
-        return self.samples.setdefault(pid, judge.DeadlockWatch()).feed(now, threads)
+        record = tree.members[pid].record
+        record.threads = threads
+        parent = tree.members.get(record.ppid or -1)
+        if not record.argv or (parent is not None and record.argv == parent.record.argv):
+            self._describe_argv(tree.backend, record)  # forked: it may have exec'd since
+        if not self.samples.setdefault(pid, judge.DeadlockWatch()).feed(now, threads):
+            self.wakeups.pop(pid, None)
+            return False
+        wakeup = judge.possible_wakeup(pid, threads, tree.backend.signals(pid))
+        if wakeup is not None:
+            self.wakeups[pid] = wakeup  # blocked, but it can still be woken: watched on
+            return False
+        self.wakeups.pop(pid, None)
+        return True
+
+    def _candidate(self, pid: int) -> bool:
+        """Could a proof be forming: every thread waits forever, and nothing can wake it?"""
+        seen = self.samples.get(pid)
+        return seen is not None and seen.samples > 0 and pid not in self.wakeups
+
+    def _candidates(self, tree) -> list[int]:
+        return [pid for pid in tree.unfinished()
+                if pid not in self.proven and self._candidate(pid)]
 
     # -- judging ----------------------------------------------------------------------------
 
     def judge(self, session: RunSession, outcome: str) -> None:
         tree, evidence = session.tree, session.evidence
-        lead = self.deadlocked
         now = time.monotonic()
+        root = tree.root.pid if tree.root is not None else None
         for pid, member in tree.members.items():
-            if pid != lead and not member.finished:
+            if pid not in self.proven and not member.finished:
                 self.sample(session, pid, now)  # a fresh look at what it waits in right now
-            if member.finished:
-                continue
             record = member.record
+            self._describe(session, pid, record)
+            if member.finished:
+                if pid != root:
+                    _handled_by_parent(member)
+                continue
             seen = self.samples.get(pid, judge.DeadlockWatch())
-            if pid == lead:
+            if pid in self.proven:
                 record.verdict = Verdict.DEADLOCK.value
                 record.detail = judge.describe_deadlock(record.threads)
                 self._lock_forensics(session, pid, record)
-            elif outcome == "timeout":
-                record.verdict = Verdict.HANG.value
-                record.detail = (f"not finished after --timeout {session.timeout:g} s; "
-                                 + judge.describe_unfinished(seen))
+                continue
+            record.verdict = Verdict.HANG.value
+            why = judge.describe_unfinished(seen)
+            if pid in self.wakeups:
+                why = f"blocked, not a proven deadlock: {self.wakeups[pid]}"
+            if outcome == "timeout":
+                record.detail = f"not finished after --timeout {session.timeout:g} s; {why}"
             else:
-                record.verdict = Verdict.HANG.value
-                record.detail = (judge.describe_unfinished(seen) + f"; stopped by the lab once "
-                                 f"PID {lead} was proven deadlocked")
+                record.detail = (f"{why}; stopped by the lab once PID {self.deadlocked} was "
+                                 "proven deadlocked")
         session.apply_findings()
         _exclude_tool_probes(tree.members.values())
-        evidence.verdict = worst(r.verdict for r in tree.records if r.verdict).value
+        verdicts = [r.verdict for r in tree.records if r.verdict]
+        evidence.verdict = worst(verdicts).value if verdicts else Verdict.OK.value
         evidence.detect_s = round(session.verdict_at - session.launched_at, 4)
         self._timings(session)
         session.write()
@@ -118,6 +177,21 @@ class Watcher(Observer):
         where = f" (PID {culprit})" if culprit else ""
         session.progress.stage("verdict", f"{evidence.verdict}{where} after "
                                f"{evidence.detect_s:.3f} s")
+
+    def _describe(self, session: RunSession, pid: int, record: ev.ProcessRecord) -> None:
+        """The argv as it is now (after an exec) and the signals, for the evidence."""
+        backend = session.tree.backend
+        self._describe_argv(backend, record)
+        state = backend.signals(pid)
+        if state is not None:
+            record.signals = {k: list(v) for k, v in dataclasses.asdict(state).items()}
+
+    @staticmethod
+    def _describe_argv(backend, record: ev.ProcessRecord) -> None:
+        try:
+            record.argv = redact.argv(backend.cmdline(record.pid)) or record.argv
+        except (Gone, PermissionError):
+            pass
 
     def _lock_forensics(self, session: RunSession, pid: int, record: ev.ProcessRecord) -> None:
         """Whose lock is it: the owner TID of a glibc mutex the deadlocked child waits on."""
@@ -164,6 +238,19 @@ class Watcher(Observer):
             timings["blocked_to_verdict_s"] = round(verdict_at - seen.first_blocked_at, 4)
             if fork_s is not None:
                 timings["fork_to_blocked_s"] = round(seen.first_blocked_at - fork_s, 4)
+
+
+def _handled_by_parent(member: Member) -> None:
+    """A descendant its own parent reaped: a non-zero exit, or a signal of ordinary process
+    control, is the parent's to handle; the run's verdict follows the root's status."""
+    record = member.record
+    if member.reaped_by_lab or record.killed_by_lab:
+        return  # an orphan (the lab reaped it) has no parent left to handle its end
+    ordinary = record.verdict == Verdict.CRASH.value and record.signal in ORDINARY_SIGNALS
+    if record.verdict == Verdict.ERROR.value or ordinary:
+        record.verdict = None
+        record.detail += ("; reaped by its parent, which handles its end: the run's verdict "
+                          "follows the root's exit status")
 
 
 def _exclude_tool_probes(members) -> None:
