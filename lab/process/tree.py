@@ -216,7 +216,7 @@ class ProcessTree:
             self._signal_all(live, sig)
         self._signal_group(signal.SIGCONT)
         self._wait_gone(TERM_GRACE_S)
-        self._signal_all(self.live(), signal.SIGKILL)
+        self._signal_all(self.live() + self._strays(), signal.SIGKILL)
         self._signal_group(signal.SIGKILL)
         self._wait_gone(KILL_DEADLINE_S)
         self._wait_reaped(KILL_DEADLINE_S)
@@ -225,6 +225,16 @@ class ProcessTree:
         for pid in self.members:
             _LIVE_PIDS.discard(pid)
         _SESSIONS.discard(self.root.pid)
+
+    def _strays(self) -> list[int]:
+        """Processes with this run's marker that the tree never saw (a daemon in a session of
+        its own, missed between two polls): registered now, so that they are stopped too."""
+        if not self.run_id:
+            return []
+        found = [pid for pid in self.backend.marked(self.run_id) if pid not in self.members]
+        for pid in found:
+            self.add(pid, None).record.detail = "found by the run's marker when the run ended"
+        return found
 
     def live(self) -> list[int]:
         """Members still running (not finished, not zombies)."""
