@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The lab's Linux environment for hosts that are not Linux (`make demo-gdb` on macOS/Windows, or
 # `DOCKER=1 make ...`). Linux users do not need it: every target runs natively there.
 #
@@ -12,6 +11,10 @@
 # exactly the interpreter's version (it depends on `python3.11 (= same version)`). The lab's
 # finder (lab/debuggers/pyext.py) resolves the venv's python to /usr/bin/python3.11 and finds
 # the auto-load file; a build step below proves it, so an image without py-bt never builds.
+#
+# No `# syntax=` line: BuildKit would fetch that frontend image from Docker Hub first, and a
+# build that reaches only Debian's archive and PyPI (an offline mirror of the base) would fail.
+# Nothing here needs more than the builder's own Dockerfile syntax.
 #
 # Pinning: the base image by tag. Its digest could not be fetched where this file was written
 # (no registry access): pin `debian:bookworm-slim@sha256:...` in your mirror for byte-for-byte
@@ -27,7 +30,8 @@
 # debugging services, and Docker grants added capabilities to uid 0 only: a non-root user would
 # need ptrace_scope=0 on the host kernel, a host-wide change. The container stays unprivileged
 # (Docker's default capability set + SYS_PTRACE, default seccomp and AppArmor profiles,
-# no-new-privileges): see compose.yml.
+# no-new-privileges): see compose.yml. What root writes into the host's bind-mounted directories
+# is given to the host user when the command ends (docker/entrypoint.py).
 FROM debian:bookworm-slim
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -69,14 +73,19 @@ RUN lldb_path="$(lldb -P 2>/dev/null | tail -n 1)" \
 
 WORKDIR /lab
 
-# Dependencies first (a layer that survives edits of the lab's code): an editable install of the
-# project against a placeholder package, exactly as the Makefile installs it natively.
-COPY pyproject.toml README.md ./
+# Dependencies first (a layer that survives edits of the lab's code and of the README): an
+# editable install of the project against a placeholder package and an empty README (the real
+# ones replace them below), exactly as the Makefile installs it natively, and the Redis client,
+# which Celery needs for compose.yml's `redis` broker (celery[redis]).
+COPY pyproject.toml ./
 RUN mkdir -p lab \
- && touch lab/__init__.py \
+ && touch lab/__init__.py README.md \
  && python3.11 -m venv "$LAB_VENV" \
- && "$LAB_VENV/bin/python" -m pip install --no-cache-dir -e '.[test,lint,celery]'
+ && "$LAB_VENV/bin/python" -m pip install --no-cache-dir -e '.[test,lint,celery]' \
+      'celery[redis]>=5.4,<6'
 
+# Runs the command, then gives what it wrote into the bind mounts to the host user.
+COPY docker/entrypoint.py /usr/local/bin/lab-entrypoint
 COPY . .
 
 # The stamp tells the Makefile the venv is installed (make runs natively inside the container).
@@ -85,4 +94,5 @@ RUN mkdir -p crash_dumps results \
  && touch "$LAB_VENV/.installed" \
  && python -c 'import os, sys; from lab.debuggers.pyext import find_python_gdb_extension as f; p = f(os.getpid()); print("py-bt extension:", p); sys.exit(p is None)'
 
+ENTRYPOINT ["python", "/usr/local/bin/lab-entrypoint"]
 CMD ["python", "-m", "lab", "list"]

@@ -2,9 +2,9 @@
 #
 # Every target runs natively on Linux and creates .venv/ on first use (then reuses it). On a host
 # that is not Linux, or with DOCKER=1, a demo runs in Docker instead: `docker compose run --rm
-# SERVICE`, whose command line is the same `python -m lab ...` (see compose.yml); targets without
-# a service of their own run `make TARGET` inside the `shell` service. Where neither is possible
-# the target says so in one line and fails.
+# SERVICE` (or `docker-compose run --rm SERVICE`), whose command line is the same `python -m lab
+# ...` (see compose.yml); targets without a service of their own run `make TARGET` inside the
+# `shell` service. Where neither is possible the target says so in one line and fails.
 
 PYTHON ?= python3
 VENV := $(or $(LAB_VENV),.venv)
@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 EXTRAS := test,lint,celery
 SUDO_HINT := run as root so make can apt-get it, or install it yourself: sudo apt-get install
 
-# Where the evidence goes natively (the lab reads LAB_CRASH_DUMPS). Docker bind-mounts ./crash_dumps.
+# Where the evidence goes (the lab reads LAB_CRASH_DUMPS; in Docker it is bind-mounted there).
 CRASH_DUMPS ?= $(or $(LAB_CRASH_DUMPS),crash_dumps)
 export LAB_CRASH_DUMPS := $(CRASH_DUMPS)
 # `make report` reads this run (default: the newest one; run ids start with the time).
@@ -35,7 +35,22 @@ DOCKER ?= 0
 else
 DOCKER ?= 1
 endif
-COMPOSE ?= docker compose
+# Compose: the v2 plugin (`docker compose`) where it answers, else the standalone docker-compose
+# (v2, or Debian bookworm's 1.29); empty when neither is installed (docker-check says so).
+# Looked up once, and only by a target that runs Docker.
+find_compose = $(shell if docker compose version >/dev/null 2>&1; then echo docker compose; \
+  elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+COMPOSE ?= $(eval COMPOSE := $(find_compose))$(COMPOSE)
+export COMPOSE_PROJECT_NAME ?= fork-crash-lab
+# What compose.yml reads from the environment. LAB_OWNER: who gets the files the container writes
+# into the bind mounts (the caller). LAB_HOST_CRASH_DUMPS: the evidence directory on the host.
+# LAB_BUILD_NETWORK: a build's network, the host's where the engine has no default bridge
+# (dockerd --bridge=none), where a build would reach neither Debian's archive nor PyPI.
+LAB_OWNER ?= $(shell id -u):$(shell id -g)
+build_network = $(or $(LAB_BUILD_NETWORK),$(shell docker network inspect bridge >/dev/null 2>&1 \
+  && echo default || echo host))
+COMPOSE_RUN = LAB_OWNER=$(LAB_OWNER) LAB_HOST_CRASH_DUMPS=$(if $(filter /%,$(CRASH_DUMPS)),,./)$\
+  $(CRASH_DUMPS) LAB_BUILD_NETWORK=$(build_network) $(COMPOSE)
 ifeq ($(HOST_OS),Linux)
 NO_DOCKER_HINT := run natively on Linux instead (without DOCKER=1)
 else
@@ -62,14 +77,14 @@ CMD_test := -m pytest -q
 # in Docker (a working engine). $(call docker_or,SERVICE,RECIPE): the recipe, or the service.
 ifeq ($(DOCKER),1)
 native = docker-check
-docker_or = $(COMPOSE) run --rm $(1)
+docker_or = $(COMPOSE_RUN) run --rm $(1)
 else
 native = native-check $(STAMP) $(1)
 docker_or = $(2)
 endif
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gdb lldb strace native-check docker-check demo-gdb demo-lldb demo-crash \
+.PHONY: help venv gdb lldb strace native-check engine-check docker-check demo-gdb demo-lldb demo-crash \
 	demo-strace demo-fixed celery matrix report bench soak test lint build shell down clean
 
 help:  ## list the targets (the default)
@@ -106,14 +121,21 @@ native-check:
 	@[ "$(HOST_OS)" = Linux ] || { echo "lab: the lab runs natively only on Linux, not on \
 	$(HOST_OS); run it in Docker: DOCKER=1 make $(or $(MAKECMDGOALS),help)" >&2; exit 3; }
 
-# Docker mode needs a client, a running engine (`docker info`) and the compose plugin.
-docker-check:
+# Docker mode needs a client, a running engine (`docker info`) and Compose, looked up only once
+# the engine answers (make expands a recipe whole before it runs its first line). The evidence
+# directory is made here, by the caller: one that Docker makes for a bind mount is root's.
+engine-check:
 	@command -v docker >/dev/null 2>&1 || { echo "lab: no Docker engine: the docker command is \
 	not installed (install Docker); $(NO_DOCKER_HINT)" >&2; exit 3; }
 	@docker info >/dev/null 2>&1 || { echo "lab: no Docker engine: 'docker info' failed (start \
 	Docker Desktop or dockerd); $(NO_DOCKER_HINT)" >&2; exit 3; }
-	@$(COMPOSE) version >/dev/null 2>&1 || { echo "lab: no Docker engine: '$(COMPOSE)' is \
-	missing (install the Compose v2 plugin); $(NO_DOCKER_HINT)" >&2; exit 3; }
+
+docker-check: engine-check
+	@$(if $(COMPOSE),$(COMPOSE) version >/dev/null 2>&1,false) || { echo "lab: no Docker \
+	Compose: $(if $(COMPOSE),'$(COMPOSE) version' failed,neither 'docker compose' nor \
+	docker-compose is installed) (install the Compose v2 plugin, or docker-compose); \
+	$(NO_DOCKER_HINT)" >&2; exit 3; }
+	@mkdir -p $(CRASH_DUMPS)
 
 demo-gdb: $(call native,gdb)  ## reproduce the ChromaDB fork deadlock, prove it, capture it with GDB
 	$(call docker_or,demo-gdb,$(PY) $(CMD_demo-gdb))
@@ -129,7 +151,7 @@ demo-strace: $(call native,strace)  ## the child's syscalls around the block, vi
 
 demo-fixed: $(call native,)  ## the spawn and forkserver twins of demo-crash succeed (verdict ok)
 ifeq ($(DOCKER),1)
-	$(COMPOSE) run --rm demo-fixed
+	$(COMPOSE_RUN) run --rm demo-fixed
 else
 	$(PY) $(CMD_demo-fixed-spawn)
 	$(PY) $(CMD_demo-fixed-forkserver)
@@ -150,13 +172,14 @@ bench: $(call native,)  ## measure detection times (QUICK=1 for a short run)
 soak: $(call native,)  ## chromadb-tokio 200 times in one lab process; report leaked fds, processes, temp dirs
 	$(call docker_or,shell make soak SOAK_RUNS=$(SOAK_RUNS),$(PY) -m lab.soak --runs $(SOAK_RUNS))
 
-lint: $(call native,)  ## ruff on the code, hadolint on the Dockerfile, compose.yml schema and policy
+lint: $(call native,)  ## ruff on the code, hadolint on the Dockerfiles, compose.yml schema and policy
 ifeq ($(DOCKER),1)
-	$(COMPOSE) run --rm shell make lint
+	$(COMPOSE_RUN) run --rm shell make lint
 else
 	@failed=; check() { name=$$1; shift; echo "$$*"; "$$@" || failed="$$failed $$name"; }; \
 	check ruff $(VENV)/bin/ruff check --output-format concise .; \
-	check hadolint $(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile; \
+	check hadolint $(VENV)/bin/hadolint --config .hadolint.yaml Dockerfile \
+	  docker/redis.Dockerfile; \
 	check compose-schema $(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec \
 	  compose.yml; \
 	check compose-policy $(PY) docker/check_compose.py compose.yml; \
@@ -165,7 +188,7 @@ endif
 
 test: $(call native,gdb lldb strace)  ## run the linters, then the test suite (fails if either does)
 ifeq ($(DOCKER),1)
-	$(COMPOSE) run --rm test
+	$(COMPOSE_RUN) run --rm test
 else
 	@$(MAKE) --no-print-directory lint || lint=$$?; \
 	[ -z "$$lint" ] || echo "lab: make lint failed (above); the tests run all the same" >&2; \
@@ -173,14 +196,16 @@ else
 	[ -z "$$lint" ] || exit $$lint
 endif
 
-build: docker-check  ## build the Docker image (needs a Docker engine)
-	$(COMPOSE) build
+# One build of the lab's image (every lab service runs it; docker-compose 1.29 would build it once
+# per service) and one of the Celery broker's.
+build: docker-check  ## build the Docker images (needs a Docker engine)
+	$(COMPOSE_RUN) --profile celery build demo-gdb redis
 
 shell: docker-check  ## a shell in the container, ptrace allowed (needs a Docker engine)
-	$(COMPOSE) run --rm shell
+	$(COMPOSE_RUN) run --rm shell
 
 down: docker-check  ## stop and remove the lab's containers (needs a Docker engine)
-	$(COMPOSE) --profile celery down --remove-orphans
+	$(COMPOSE_RUN) --profile celery down --remove-orphans
 
 clean:  ## remove generated evidence (crash_dumps/*, or CRASH_DUMPS=DIR)
 	find $(CRASH_DUMPS) -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,14 +1,16 @@
 """Check compose.yml against the lab's least-privilege policy, without a Docker engine.
 
 The compose-spec schema check (check-jsonschema's vendored compose-spec) says the file is valid
-Compose; this says it is the lab's: every service exists, none is privileged or unconfined, the
-debugging services add exactly SYS_PTRACE, and evidence directories are bind-mounted.
+Compose; this says it is the lab's: every service exists, none is privileged or unconfined, every
+one sets no-new-privileges, the debugging services add exactly SYS_PTRACE, the lab's containers
+get no network, and evidence directories are bind-mounted.
 
 Usage: python docker/check_compose.py [compose.yml]    (exit 0: fine; 1: one line per problem)
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -16,11 +18,26 @@ import yaml
 
 # The services the Makefile runs, and which of them attach a debugger (gdb, lldb, strace).
 SERVICES = ("demo-gdb", "demo-lldb", "demo-crash", "demo-strace", "demo-fixed", "matrix", "test",
-            "shell", "redis")
-PTRACE_SERVICES = ("demo-gdb", "demo-lldb", "demo-strace", "matrix", "test", "shell")
+            "shell", "redis", "celery-redis")
+PTRACE_SERVICES = ("demo-gdb", "demo-lldb", "demo-strace", "matrix", "test", "shell",
+                   "celery-redis")
 ALLOWED_CAPS = {"SYS_PTRACE"}
-BIND_MOUNTS = {"/lab/crash_dumps": "./crash_dumps", "/lab/results": "./results"}
-LAB_IMAGE_SOURCE = "build"  # a service built from this repository runs the lab
+# {container path: the host path}; the evidence directory may be moved with LAB_HOST_CRASH_DUMPS
+# (the Makefile's CRASH_DUMPS), with ./crash_dumps as its default.
+BIND_MOUNTS = {"/lab/crash_dumps": ("./crash_dumps", "${LAB_HOST_CRASH_DUMPS:-./crash_dumps}"),
+               "/lab/results": ("./results",)}
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# A lab container has no network of its own: none, or the broker's namespace (service:redis).
+LAB_NETWORK = re.compile(r"none|service:[\w.-]+")
+# A volume in the short syntax: SOURCE:TARGET[:MODE], where SOURCE may be ${VAR:-default}.
+_SHORT_VOLUME = re.compile(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::[^:]*)?")
+
+
+def _runs_the_lab(service: dict) -> bool:
+    """True for a service built from this repository's Dockerfile (build context `.`)."""
+    build = service.get("build")
+    context = build.get("context") if isinstance(build, dict) else build
+    return str(context).rstrip("/") in (".", "./")
 
 
 def _binds(service: dict) -> dict[str, str]:
@@ -28,9 +45,9 @@ def _binds(service: dict) -> dict[str, str]:
     found = {}
     for volume in service.get("volumes") or []:
         if isinstance(volume, str):
-            parts = volume.split(":")
-            if len(parts) >= 2 and parts[0].startswith((".", "/", "~")):
-                found[parts[1]] = parts[0]
+            match = _SHORT_VOLUME.fullmatch(volume)
+            if match and match.group(1).startswith((".", "/", "~", "$")):
+                found[match.group(2)] = match.group(1)
         elif isinstance(volume, dict) and volume.get("type") == "bind":
             found[volume.get("target")] = volume.get("source")
     return found
@@ -44,9 +61,12 @@ def problems(doc: dict) -> list[str]:
         service = service or {}
         if service.get("privileged"):
             found.append(f"{name}: privileged is forbidden (add the one capability it needs)")
-        for option in service.get("security_opt") or []:
-            if "unconfined" in str(option):
+        options = [str(option) for option in service.get("security_opt") or []]
+        for option in options:
+            if "unconfined" in option:
                 found.append(f"{name}: security_opt {option!r}: ptrace needs no unconfined profile")
+        if NO_NEW_PRIVILEGES not in options:
+            found.append(f"{name}: security_opt needs {NO_NEW_PRIVILEGES}")
         for key in ("pid", "network_mode", "ipc", "userns_mode"):
             if service.get(key) == "host":
                 found.append(f"{name}: {key}: host shares the host's namespace")
@@ -57,11 +77,16 @@ def problems(doc: dict) -> list[str]:
             found.append(f"{name}: a debugging service needs cap_add: [SYS_PTRACE]")
         if name not in PTRACE_SERVICES and "SYS_PTRACE" in caps:
             found.append(f"{name}: SYS_PTRACE on a service that attaches no debugger")
-        if LAB_IMAGE_SOURCE in service:
+        if _runs_the_lab(service):
+            network = str(service.get("network_mode"))
+            if not LAB_NETWORK.fullmatch(network) and network != "host":
+                found.append(f"{name}: network_mode {network!r}: the lab needs no network "
+                             "(none, or service:redis for the broker's client)")
             binds = _binds(service)
-            for target, source in BIND_MOUNTS.items():
-                if binds.get(target, "").rstrip("/") != source:
-                    found.append(f"{name}: bind-mount {source} at {target} (evidence must survive)")
+            for target, sources in BIND_MOUNTS.items():
+                if binds.get(target, "").rstrip("/") not in sources:
+                    found.append(f"{name}: bind-mount {sources[0]} at {target} (evidence must "
+                                 "survive)")
     return found
 
 

@@ -1,4 +1,5 @@
-"""The Makefile's targets, run for real: natively on Linux, and its Docker path with a stub client.
+"""The Makefile's targets, run for real: natively on Linux, and its Docker path with a stub client
+(tests/test_docker_engine.py runs it on a real engine).
 
 Evidence goes to a temporary directory (``CRASH_DUMPS=...``), never into the repository's
 crash_dumps/. Targets whose command has not landed yet skip on a real probe of that command and
@@ -35,7 +36,8 @@ MATRIX_TIMEOUT = 600.0
 # what the inner make does.
 OUTER_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS", "DOCKER",
                    "CRASH_DUMPS", "LAB_CRASH_DUMPS", "RUN", "QUICK", "COMPOSE", "TRIALS", "ONLY",
-                   "MATRIX_RESULTS", "MATRIX_DOCS", "SOAK_RUNS")
+                   "MATRIX_RESULTS", "MATRIX_DOCS", "SOAK_RUNS", "LAB_OWNER", "LAB_BUILD_NETWORK",
+                   "LAB_HOST_CRASH_DUMPS", "COMPOSE_PROJECT_NAME")
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -75,16 +77,6 @@ def _tool(name: str) -> bool:
     return shutil.which(name) is not None or (os.geteuid() == 0 and shutil.which("apt-get"))
 
 
-def _docker_engine() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True,
-                              timeout=SHORT_TIMEOUT).returncode == 0
-    except subprocess.TimeoutExpired:
-        return False
-
-
 FIXED = _expected_launchers("chromadb-tokio")
 needs_strace_flag = pytest.mark.skipif(
     not _has_option("run", "--strace") or not _tool("strace"),
@@ -104,17 +96,18 @@ needs_report = pytest.mark.skipif("report" not in _subcommands(),
                                   reason="`lab report` has not landed")
 needs_bench = pytest.mark.skipif(not _has_option("bench", "--quick"),
                                  reason="`lab bench --quick` has not landed")
-no_engine = pytest.mark.skipif(_docker_engine(), reason="a Docker engine is running here: the "
-                               "no-engine path cannot be shown")
 
 
 def make(reaper, *args: str, timeout: float = LONG_TIMEOUT, path_prefix: Path | None = None,
-         cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run ``make ARGS`` in ``cwd`` with a clean environment (no outer make, no overrides)."""
-    env = {k: v for k, v in os.environ.items() if k not in OUTER_VARIABLES}
+         cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``make ARGS`` in ``cwd`` with a clean environment (no outer make, no overrides), plus
+    ``env``."""
+    environ = {k: v for k, v in os.environ.items() if k not in OUTER_VARIABLES}
+    environ.update(env or {})
     if path_prefix is not None:
-        env["PATH"] = f"{path_prefix}{os.pathsep}{env.get('PATH', '')}"
-    return reaper.run(["make", "--no-print-directory", *args], timeout=timeout, cwd=cwd, env=env)
+        environ["PATH"] = f"{path_prefix}{os.pathsep}{environ.get('PATH', '')}"
+    return reaper.run(["make", "--no-print-directory", *args], timeout=timeout, cwd=cwd,
+                      env=environ)
 
 
 def runs(base: Path) -> list[dict]:
@@ -324,8 +317,10 @@ def test_lint_passes_on_clean_code_and_fails_on_each_kind_of_problem(reaper, lin
 # ---------------------------------------------------------------------------- Docker mode
 
 
-def _stub_docker(directory: Path, engine: bool) -> Path:
-    """A `docker` on PATH that logs its arguments; `info` fails unless ``engine``."""
+def _stub_docker(directory: Path, engine: bool, plugin: bool = True, bridge: bool = True) -> Path:
+    """A `docker` on PATH that logs its arguments (calls.log) and, for Compose (but `compose
+    version`), the variables compose.yml reads (env.log). `info` fails unless ``engine``;
+    `compose` unless ``plugin``; `network inspect` (the default bridge) unless ``bridge``."""
     directory.mkdir()
     log = directory / "calls.log"
     script = directory / "docker"
@@ -333,27 +328,46 @@ def _stub_docker(directory: Path, engine: bool) -> Path:
         "#!/bin/sh\n"
         f"echo \"$*\" >> '{log}'\n"
         f"if [ \"$1\" = info ]; then exit {0 if engine else 1}; fi\n"
+        f"if [ \"$1\" = network ]; then exit {0 if bridge else 1}; fi\n"
+        f"if [ \"$1\" = compose ]; then {'' if plugin else 'exit 1; '}"
+        "[ \"$2\" = version ] || echo \"$LAB_OWNER $LAB_HOST_CRASH_DUMPS $LAB_BUILD_NETWORK "
+        f"$COMPOSE_PROJECT_NAME\" >> '{directory / 'env.log'}'; fi\n"
         "exit 0\n")
     script.chmod(0o755)
     return log
 
 
-@no_engine
+def _stub_standalone_compose(directory: Path) -> Path:
+    """A `docker-compose` on PATH (in ``directory``) that logs its arguments to compose.log."""
+    log = directory / "compose.log"
+    script = directory / "docker-compose"
+    script.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\nexit 0\n")
+    script.chmod(0o755)
+    return log
+
+
+def _no_engine(tmp_path: Path) -> dict[str, str]:
+    """The environment of a Docker client whose engine is not there (no socket behind it)."""
+    return {"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+
+
 @pytest.mark.parametrize("target", ["demo-gdb", "demo-crash", "test", "lint"])
 def test_docker_mode_without_an_engine_says_so_and_fails(reaper, tmp_path, target):
-    # WHEN DOCKER=1 make TARGET runs on a machine with no Docker engine
-    result = make(reaper, target, "DOCKER=1", f"CRASH_DUMPS={tmp_path}", timeout=SHORT_TIMEOUT)
+    # WHEN DOCKER=1 make TARGET runs where the client reaches no Docker engine
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    result = make(reaper, target, "DOCKER=1", f"CRASH_DUMPS={evidence}", timeout=SHORT_TIMEOUT,
+                  env=_no_engine(tmp_path))
     # THEN it fails at once with one clear line, and runs nothing natively
     assert result.returncode != 0
     assert "lab: no Docker engine:" in result.stderr
     assert "run natively on Linux" in result.stderr
-    assert "-m lab" not in result.stdout and not list(tmp_path.iterdir())
+    assert "-m lab" not in result.stdout and not list(evidence.iterdir())
 
 
-@no_engine
 @pytest.mark.parametrize("target", ["build", "shell", "down"])
-def test_docker_only_targets_without_an_engine_say_so_and_fail(reaper, target):
-    result = make(reaper, target, timeout=SHORT_TIMEOUT)
+def test_docker_only_targets_without_an_engine_say_so_and_fail(reaper, tmp_path, target):
+    result = make(reaper, target, timeout=SHORT_TIMEOUT, env=_no_engine(tmp_path))
     assert result.returncode != 0
     assert "lab: no Docker engine:" in result.stderr
 
@@ -384,7 +398,7 @@ DOCKER_CALLS = {
     "celery": "compose run --rm shell make celery",
     "lint": "compose run --rm shell make lint",
     "bench": "compose run --rm shell make bench QUICK=1",
-    "build": "compose build",
+    "build": "compose --profile celery build demo-gdb redis",
     "shell": "compose run --rm shell",
     "down": "compose --profile celery down --remove-orphans",
 }
@@ -402,3 +416,55 @@ def test_docker_mode_runs_the_compose_service(reaper, tmp_path, target):
     calls = log.read_text().splitlines()
     assert calls[:2] == ["info", "compose version"] and calls[-1] == DOCKER_CALLS[target]
     assert "bin/python" not in result.stdout
+
+
+def test_docker_mode_uses_docker_compose_where_the_plugin_is_missing(reaper, tmp_path):
+    # GIVEN an engine, a client without the Compose v2 plugin, and a standalone docker-compose
+    calls = _stub_docker(tmp_path / "bin", engine=True, plugin=False)
+    standalone = _stub_standalone_compose(tmp_path / "bin")
+    # WHEN a demo runs in Docker mode
+    result = make(reaper, "demo-crash", "DOCKER=1", path_prefix=tmp_path / "bin",
+                  timeout=SHORT_TIMEOUT)
+    # THEN docker-compose runs the service, after the plugin was tried
+    assert result.returncode == 0, explain(result)
+    assert "compose version" in calls.read_text().splitlines()
+    assert standalone.read_text().splitlines() == ["version", "run --rm demo-crash"]
+
+
+def test_docker_mode_without_compose_says_so_and_fails(reaper, tmp_path):
+    # GIVEN an engine but no Compose (COMPOSE empty: what the lookup gives when neither exists)
+    _stub_docker(tmp_path / "bin", engine=True, plugin=False)
+    result = make(reaper, "demo-crash", "DOCKER=1", "COMPOSE=", path_prefix=tmp_path / "bin",
+                  timeout=SHORT_TIMEOUT)
+    # THEN one line says what to install
+    assert result.returncode != 0
+    assert "lab: no Docker Compose: neither 'docker compose' nor docker-compose is installed" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("bridge, network", [(True, "default"), (False, "host")],
+                         ids=["engine with a bridge", "engine without a bridge"])
+def test_docker_mode_tells_compose_who_owns_the_evidence_where_it_goes_and_how_to_build(
+        reaper, tmp_path, bridge, network):
+    # GIVEN an engine with or without a default bridge, and an evidence directory not made yet
+    log = _stub_docker(tmp_path / "bin", engine=True, bridge=bridge)
+    evidence = tmp_path / "evidence"
+    # WHEN a demo runs in Docker mode
+    result = make(reaper, "demo-crash", "DOCKER=1", f"CRASH_DUMPS={evidence}",
+                  path_prefix=tmp_path / "bin", timeout=SHORT_TIMEOUT)
+    # THEN Compose is told the caller (who gets the files), the directory, made by the caller
+    # (not by Docker, as root), and the build network: the host's only where there is no bridge
+    assert result.returncode == 0, explain(result)
+    [env] = (log.parent / "env.log").read_text().splitlines()
+    assert env.split() == [f"{os.getuid()}:{os.getgid()}", str(evidence), network,
+                           "fork-crash-lab"]
+    assert evidence.is_dir() and evidence.stat().st_uid == os.getuid()
+
+
+def test_docker_mode_mounts_a_relative_evidence_directory_from_the_repository(reaper, tmp_path):
+    log = _stub_docker(tmp_path / "bin", engine=True)
+    result = make(reaper, "demo-crash", "DOCKER=1", path_prefix=tmp_path / "bin",
+                  timeout=SHORT_TIMEOUT)
+    assert result.returncode == 0, explain(result)
+    # ./crash_dumps: Compose reads a bare `crash_dumps` as the name of a volume, not a path
+    assert (log.parent / "env.log").read_text().split()[1] == "./crash_dumps"
