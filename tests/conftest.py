@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 DATA = Path(__file__).resolve().parent / "data"
 MARKER = "LAB_TEST_SESSION"
-SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
+SESSION = os.environ.get(MARKER) or uuid.uuid4().hex  # an empty marker would match everything
+os.environ[MARKER] = SESSION
 # The runs in progress of this test session are registered apart from the user's own
 # (lab.process.runs): a lab that a test kills is never cleaned up by a lab outside the suite.
 os.environ.setdefault("LAB_RUNS_DIR", os.path.join(
