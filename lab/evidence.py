@@ -60,8 +60,6 @@ class ProcessRecord:
     killed_by_lab: bool = False
     # caught/blocked/ignored/pending signal names and POSIX timers, at the verdict (Linux)
     signals: dict[str, list[str]] | None = None
-    # where a fatal signal hit, from the faulthandler the lab's startup hook enabled (lab.faults)
-    fault: FaultInfo | None = None
 
 
 @dataclass
