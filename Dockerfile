@@ -81,7 +81,7 @@ COPY pyproject.toml ./
 RUN mkdir -p lab \
  && touch lab/__init__.py README.md \
  && python3.11 -m venv "$LAB_VENV" \
- && "$LAB_VENV/bin/python" -m pip install --no-cache-dir -e '.[test,lint,celery]' \
+ && "$LAB_VENV/bin/python" -m pip install --no-cache-dir -e '.[test,lint,celery,demo,plots,cores]' \
       'celery[redis]>=5.4,<6'
 
 # Runs the command, then gives what it wrote into the bind mounts to the host user.

@@ -10,7 +10,7 @@ PYTHON ?= python3
 VENV := $(or $(LAB_VENV),.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-EXTRAS := test,lint,celery
+EXTRAS := test,lint,celery,demo,plots,cores
 SUDO_HINT := run as root so make can apt-get it, or install it yourself: sudo apt-get install
 
 # Where the evidence goes (the lab reads LAB_CRASH_DUMPS; in Docker it is bind-mounted there).

@@ -23,7 +23,9 @@ EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 1
 one, 1 when it is not. Errors of the lab itself: 2 bad input, 4 command not found,
 5 debugger missing, 6 ptrace refused, 7 target exited during attach, 8 debugger failed,
 9 a scenario's package is missing, 15 the verdict was reached but its evidence could not be
-written (a full disk), 70 an internal error of the lab."""
+written (a full disk), 70 an internal error of the lab. `lab inspect PID` exits as `lab watch`
+does, or: 16 no such process, 17 a zombie, 18 the lab itself, 6 another user's process the lab
+may not trace (a process that is not Python is inspected with native stacks only)."""
 
 
 def _positive(text: str) -> float:
@@ -129,6 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
         each.add_argument("--docs-dir", default=default or "docs")
         each.add_argument("--recorded", default=default, help="a recorded LLDB transcript "
                           "shown as the macOS cell ('none': no recorded cell)")
+
+    insp = sub.add_parser("inspect", parents=[common["doc"]],
+                          help="diagnose a process that is already hung, without relaunching "
+                          "it: never kills or signals it, pauses it only while a debugger is "
+                          "attached")
+    insp.add_argument("pid", type=_pid, metavar="PID")
+    insp.add_argument("--tree", action=argparse.BooleanOptionalAction, default=True,
+                      help="judge its descendants too (default: --tree)")
+    insp.add_argument("--parent", action="store_true", help="also capture the parent in the "
+                      "debugger (automatic for its threads and Python stacks when PID was "
+                      "forked from it without exec, as a pool's worker is)")
+    insp.add_argument("--debugger", choices=DEBUGGERS, default="auto",
+                      help="native stacks of the culprit (default auto; none: no ptrace at "
+                      "all, the processes are never paused)")
+    insp.add_argument("--out", help="evidence base directory (default crash_dumps/, or "
+                      "$LAB_CRASH_DUMPS)")
+    insp.add_argument("--window", type=_positive, default=0.3, metavar="S",
+                      help="seconds of /proc samples to judge from (default 0.3)")
+    insp.add_argument("--debugger-timeout", type=_positive, metavar="S",
+                      help="seconds the whole debugger capture may take (default 120)")
+    insp.add_argument("--quiet", action="store_true", help="no progress lines")
 
     sub.add_parser("cleanup", parents=[common["doc"]],
                    help="finish the runs of a lab that was killed (kill -9): stop what is left, "
@@ -295,6 +318,29 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _pid(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a process id: {text}")
+    return value
+
+
+def _cmd_inspect(args) -> int:
+    from lab.inspector import InspectOptions, inspect
+
+    options = RunOptions.from_args(args)
+    evidence = inspect(InspectOptions(
+        pid=args.pid, tree=args.tree, parent=args.parent, debugger=args.debugger,
+        window=args.window, out_base=options.out_base, debugger_timeout=args.debugger_timeout),
+        Progress(enabled=not args.quiet))
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
+
+
 def _cmd_bench(args) -> int:
     from lab.bench.suite import run_bench
 
@@ -310,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
                    "parse": _cmd_parse, "matrix": _cmd_matrix, "report": _cmd_report,
-                   "bench": _cmd_bench, "cleanup": _cmd_cleanup}[args.command]
+                   "bench": _cmd_bench, "cleanup": _cmd_cleanup,
+                   "inspect": _cmd_inspect}[args.command]
         if args.command in ("run", "watch", "matrix", "bench"):
             _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
         return handler(args)

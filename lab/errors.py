@@ -78,3 +78,28 @@ class Interrupted(LabError):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
         self.exit_status = 128 + signum
+
+
+# `lab inspect PID`: a process the lab cannot (or must not) inspect. Each has its own status.
+
+
+class ProcessNotFound(BadInput):
+    """No process has that PID (it never existed, or it exited and was reaped)."""
+
+    exit_status = 16
+    remedy = "check the PID with `ps -ef`; a process that exited cannot be inspected"
+
+
+class ProcessIsZombie(BadInput):
+    """The process has exited; its parent has not reaped it yet. Nothing is left to inspect."""
+
+    exit_status = 17
+    remedy = ("it has already exited: its parent never called wait(); inspect the parent "
+              "instead")
+
+
+class InspectingSelf(BadInput):
+    """The PID is the lab itself: attaching would stop the process that waits for the answer."""
+
+    exit_status = 18
+    remedy = "pass the PID of another process"

@@ -60,6 +60,8 @@ class ProcessRecord:
     killed_by_lab: bool = False
     # caught/blocked/ignored/pending signal names and POSIX timers, at the verdict (Linux)
     signals: dict[str, list[str]] | None = None
+    # where a fatal signal hit, from the faulthandler the lab's startup hook enabled (lab.faults)
+    fault: FaultInfo | None = None
 
 
 @dataclass
@@ -67,6 +69,11 @@ class ThreadAtFork:
     tid: int
     name: str
     library: str
+    python_name: str | None = None  # threading's name, when it is a Python thread
+    python_frames: list[PythonFrame] = field(default_factory=list)  # its stack at the fork
+    # the lock it held at the fork, told from its stack and the source (lab.locksite): file,
+    # line, function, statement, lock, how
+    holds: dict[str, Any] | None = None
 
 
 @dataclass
@@ -74,6 +81,16 @@ class ParentInfo:
     pid: int | None = None
     threads_at_fork: list[ThreadAtFork] = field(default_factory=list)
     forking_tid: int | None = None
+    # "hook" (the process's own report at fork), "proc" (/proc when the lab saw the fork event)
+    source: str | None = None
+    t_ns: int | None = None  # CLOCK_MONOTONIC of the fork (hook: just before it)
+    forking_thread: ThreadAtFork | None = None  # its name and Python stack: the child's start
+    children: list[int] = field(default_factory=list)  # the processes this fork made
+    start_method: str | None = None  # e.g. "fork (multiprocessing)", "os.fork() at app.py:30"
+    culprit: dict[str, Any] | None = None  # the thread whose lock the child inherited, and why
+    # the parent's threads when the verdict was reached (py-spy, never pausing it), and a note
+    threads_at_verdict: list[DebugThread] = field(default_factory=list)
+    at_verdict: str | None = None
 
 
 @dataclass
@@ -100,6 +117,8 @@ class DebugThread:
     frames: list[Frame] = field(default_factory=list)
     python_frames: list[PythonFrame] = field(default_factory=list)
     name: str | None = None
+    # who produced python_frames: "gdb py-bt" or "py-spy" (when the debugger found none)
+    python_source: str | None = None
 
 
 @dataclass
@@ -116,6 +135,21 @@ class DebuggerInfo:
     transcript: str | None = None  # file name of the raw transcript, inside evidence_dir
     seconds: float | None = None
     error: str | None = None
+
+
+@dataclass
+class FaultThread:
+    ident: str  # the thread's pthread id as faulthandler prints it
+    current: bool  # the thread that received the fatal signal
+    python_frames: list[PythonFrame] = field(default_factory=list)
+    name: str | None = None
+
+
+@dataclass
+class FaultInfo:
+    error: str  # faulthandler's "Fatal Python error: ..." text, e.g. "Segmentation fault"
+    file: str | None = None  # the raw dump, inside evidence_dir
+    threads: list[FaultThread] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +188,18 @@ class Evidence:
     forensics: list[dict[str, Any]] = field(default_factory=list)  # orphaned-lock findings
     core: dict[str, Any] | None = None  # with --gcore: the core file, or why none was written
     output: dict[str, Any] | None = None  # what output.txt kept of the output (lab.output)
+    # "inspect" for `lab inspect PID`; null for run, watch and catch (they launch the process)
+    mode: str | None = None
+    # Python stacks from py-spy (live) or pystack (a core), one entry per process and tool
+    # (lab.stacks): source, pid, mode, threads, agreement with the debugger's py-bt
+    python_stacks: list[dict[str, Any]] = field(default_factory=list)
+    inspect: dict[str, Any] | None = None  # lab inspect: window, parent, fork story, pauses
+    forks: list[ParentInfo] = field(default_factory=list)  # forks whose parent had threads
+    hook: dict[str, Any] | None = None  # the startup hook in watched Python processes (lab.hook)
+    # `lab parse`: what the text was (kind, format) and what it shows beyond the fields above:
+    # each thread's wait, the one-snapshot reading of them, the signs of a fork with the
+    # catalog scenario they match and its measured fixes, a crash report's own facts
+    parsed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,15 +255,19 @@ def from_dict(data: dict[str, Any]) -> Evidence:
 
     evidence = build(Evidence, {**data, "platform": build(PlatformInfo, data["platform"])})
     parent = data.get("parent") or {}
-    evidence.parent = ParentInfo(
-        pid=parent.get("pid"),
-        forking_tid=parent.get("forking_tid"),
-        threads_at_fork=[build(ThreadAtFork, t) for t in parent.get("threads_at_fork", [])],
-    )
+    evidence.parent = _parent_from_dict(parent)
+    evidence.forks = [_parent_from_dict(fork) for fork in data.get("forks") or []]
     evidence.processes = []
     for proc in data.get("processes", []):
         record = build(ProcessRecord, proc)
         record.threads = [_thread_from_dict(t) for t in proc.get("threads", [])]
+        fault = proc.get("fault")
+        if fault:
+            record.fault = FaultInfo(
+                error=fault.get("error", ""), file=fault.get("file"),
+                threads=[FaultThread(ident=t.get("ident", ""), current=bool(t.get("current")),
+                                     name=t.get("name"), python_frames=_frames(t))
+                         for t in fault.get("threads") or []])
         evidence.processes.append(record)
     dbg = data.get("debugger")
     if dbg:
@@ -228,11 +278,40 @@ def from_dict(data: dict[str, Any]) -> Evidence:
                 name=t.get("name"),
                 frames=[build(Frame, f) for f in t.get("frames", [])],
                 python_frames=[build(PythonFrame, f) for f in t.get("python_frames", [])],
+                python_source=t.get("python_source"),
             )
             for t in dbg.get("threads", [])
         ]
         evidence.debugger = info
     return evidence
+
+
+def _frames(data: dict[str, Any]) -> list[PythonFrame]:
+    return [PythonFrame(file=f.get("file", ""), line=f.get("line"), function=f.get("function", ""))
+            for f in data.get("python_frames") or []]
+
+
+def _thread_at_fork(data: dict[str, Any] | None) -> ThreadAtFork | None:
+    if not data:
+        return None
+    return ThreadAtFork(tid=data.get("tid"), name=data.get("name", ""),
+                        library=data.get("library", ""), python_name=data.get("python_name"),
+                        python_frames=_frames(data), holds=data.get("holds"))
+
+
+def _parent_from_dict(data: dict[str, Any]) -> ParentInfo:
+    return ParentInfo(
+        pid=data.get("pid"), forking_tid=data.get("forking_tid"),
+        threads_at_fork=[_thread_at_fork(t) for t in data.get("threads_at_fork") or []],
+        source=data.get("source"), t_ns=data.get("t_ns"),
+        forking_thread=_thread_at_fork(data.get("forking_thread")),
+        children=list(data.get("children") or []), start_method=data.get("start_method"),
+        culprit=data.get("culprit"),
+        threads_at_verdict=[DebugThread(tid=t.get("tid"), name=t.get("name"),
+                                        python_frames=_frames(t),
+                                        python_source=t.get("python_source"))
+                            for t in data.get("threads_at_verdict") or []],
+        at_verdict=data.get("at_verdict"))
 
 
 def _thread_from_dict(data: dict[str, Any]) -> ThreadState:

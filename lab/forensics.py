@@ -10,6 +10,7 @@ orphaned lock, named. Locks that do not record their owner (CPython's semaphore-
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -77,8 +78,33 @@ def _owner_finding(thread: ThreadState, uaddr: str, words: mutex.MutexWords,
         result["owner_was_parent_thread"] = None  # unknown: no inventory, parent gone
     result["owner_name"] = name
     result["orphaned"] = True
-    who = f"parent thread {owner} ({name})" if name else f"thread {owner}"
-    result["summary"] = (f"thread {thread.tid} waits for mutex {uaddr} "
-                         f"({words.kind_name}), locked by {who}, which does not exist in "
-                         "the child: nothing can ever unlock it")
+    result["summary"] = _orphan_summary(thread.tid, uaddr, words.kind_name, owner, name)
     return result
+
+
+def _orphan_summary(tid: int, uaddr: str, kind: str, owner: int, name: str | None) -> str:
+    who = f"parent thread {owner} ({name})" if name else f"thread {owner}"
+    return (f"thread {tid} waits for mutex {uaddr} ({kind}), locked by {who}, which does not "
+            "exist in the child: nothing can ever unlock it")
+
+
+def name_owner(finding: dict[str, Any], parent: ParentInfo) -> None:
+    """Name the parent thread that owned the mutex of ``finding``, from ``parent`` (the fork
+    that made the child, matched after the verdict), with its Python stack at the fork."""
+    owner = finding.get("owner_tid")
+    if owner is None or finding.get("owner_in_child"):
+        return
+    thread = next((t for t in parent.threads_at_fork if t.tid == owner), None)
+    if thread is None and owner == parent.forking_tid:
+        thread = parent.forking_thread
+    if thread is None:
+        return
+    name = f"{thread.python_name or thread.name}: {thread.library}" if thread.library else \
+        thread.python_name or thread.name
+    if owner == parent.forking_tid:
+        name = f"{name} (the thread that called fork)"
+    finding.update(owner_name=name, owner_was_parent_thread=True,
+                   owner_python_frames=[dataclasses.asdict(f) for f in thread.python_frames],
+                   owner_seen_by=parent.source)
+    finding["summary"] = _orphan_summary(finding.get("tid"), finding.get("futex_word"),
+                                         finding.get("mutex_kind"), owner, name)

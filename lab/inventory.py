@@ -74,3 +74,21 @@ def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
         result.append(ThreadAtFork(tid=tid, name=name,
                                    library=library_for(name, python_threads, tid, mapped)))
     return me, result
+
+
+def name_libraries(pid: int, threads: list[ThreadAtFork], python_known: bool = True) -> None:
+    """Fill in ``library`` for each of ``pid``'s threads that has none (a hook's report, a
+    /proc snapshot); /proc/PID/maps is read only when a thread's name needs it. Without
+    ``python_known`` (seen from /proc only) a thread is never called "not Python's"."""
+    python_threads = {t.tid: t.python_name for t in threads if t.python_name}
+    mapped: list[str] | None = None
+    for thread in threads:
+        if thread.library:
+            continue
+        if mapped is None and any(thread.name.startswith(p) for p, _, _ in KNOWN_THREADS):
+            mapped = _mapped_objects(pid)
+        library = library_for(thread.name, python_threads, thread.tid, mapped or [])
+        if not python_known and library.startswith("native thread, not started"):
+            library = ("unknown: seen from /proc only (no Python thread names without the "
+                       "lab's hook)")
+        thread.library = library

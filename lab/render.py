@@ -10,8 +10,9 @@ details, frames, messages) is written through ``lab.markdown``, so that it rende
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
-from lab import markdown as md
+from lab import faults, fixes, markdown as md
 from lab.evidence import (
     DebuggerInfo,
     DebugThread,
@@ -26,6 +27,8 @@ from lab.evidence import (
 
 TOP_FRAMES = 12
 DEBUGGER_FACTS = ("stop_reason", "signal", "instruction", "message")
+STACK_AT_FORK = 8  # frames of each thread's stack at the fork (all of them in evidence.json)
+STACKS_AT_FORK = 16  # threads whose stack at the fork is shown
 
 
 def culprit(evidence: Evidence) -> ProcessRecord | None:
@@ -86,14 +89,150 @@ def format_threads_at_fork(parent: ParentInfo, explain: bool = False) -> Iterato
     yield "| TID | name | started by |"
     yield "|---|---|---|"
     for thread in parent.threads_at_fork:
-        yield f"| {thread.tid} | {md.code(thread.name, cell=True)} | {md.text(thread.library)} |"
+        name = thread.name if not thread.python_name else f"{thread.python_name} ({thread.name})"
+        yield f"| {thread.tid} | {md.code(name, cell=True)} | {md.text(thread.library)} |"
     yield ""
+    yield from format_fork_details(parent)
+
+
+def format_fork_details(parent: ParentInfo) -> Iterator[str]:
+    """How the child was started, the culprit thread, and each thread's Python stack at the
+    fork (the hook's report) and, where it was read, at the verdict."""
+    seen = {"hook": "its own report at the fork (the lab's startup hook)",
+            "proc": "/proc, when the lab saw the fork event",
+            "scenario": "the scenario's report at the fork"}.get(parent.source or "")
+    if parent.start_method:
+        yield f"The child was started by {md.text(parent.start_method)}."
+    if seen:
+        yield f"The threads are from {seen}."
+    if parent.start_method or seen:
+        yield ""
+    culprit = parent.culprit
+    if culprit:
+        who = f"**The culprit:** thread {md.code(culprit.get('name'))} (TID " \
+              f"{md.text(culprit.get('tid'))})"
+        if culprit.get("statement"):
+            place = f"{Path(str(culprit.get('file'))).name}:{culprit.get('line')}"
+            yield (f"{who} was inside {md.code(culprit['statement'])} at {md.code(place)} (in "
+                   f"{md.code(culprit.get('function'))}) when the fork happened.")
+        else:
+            yield f"{who}: {md.text(culprit.get('why'))}."
+        yield ""
+    shown = [t for t in parent.threads_at_fork if t.python_frames][:STACKS_AT_FORK]
+    if parent.forking_thread and parent.forking_thread.python_frames:
+        shown.insert(0, parent.forking_thread)
+    for thread in shown:
+        role = " (called fork: the child's only thread)" if thread is parent.forking_thread \
+            else ""
+        yield (f"Thread {md.code(thread.python_name or thread.name)} (TID "
+               f"{md.text(thread.tid)}){role} at the fork, most recent call first:")
+        yield ""
+        yield from md.fence(_stack_lines(thread.python_frames[:STACK_AT_FORK], thread.holds))
+        yield ""
+    if parent.threads_at_verdict or parent.at_verdict:
+        yield (f"Threads of PID {parent.pid} at the verdict "
+               f"({md.text(parent.at_verdict or 'not read')}):")
+        yield ""
+        for thread in parent.threads_at_verdict[:STACKS_AT_FORK]:
+            yield f"- thread {md.text(thread.tid)} {md.code(thread.name or '?')}:"
+            yield ""
+            yield from ("  " + line for line in md.fence(_stack_lines(
+                thread.python_frames[:STACK_AT_FORK], None)))
+        yield ""
+
+
+def _stack_lines(frames: list[PythonFrame], holds: dict | None) -> Iterator[str]:
+    for frame in frames:
+        yield from format_python_frame(frame)
+        if holds and frame.file == holds.get("file") and frame.line == holds.get("at"):
+            yield md.fold(f"    inside {holds.get('statement')} (line {holds.get('line')})")
+
+
+def crash_headline(record: ProcessRecord) -> str | None:
+    """'crashed with SIGSEGV in `resize_image` (worker.py:8)', as Markdown; None without a
+    faulthandler dump."""
+    if record.fault is None:
+        return None
+    frame = faults.where(record.fault)
+    signal = md.text(record.signal or record.fault.error)
+    if frame is None:
+        return f"crashed with {signal} outside Python code"
+    place = f"{Path(frame.file).name}:{frame.line if frame.line is not None else '?'}"
+    return f"crashed with {signal} in {md.code(frame.function)} ({md.text(place)})"
+
+
+def format_crash(record: ProcessRecord) -> Iterator[str]:
+    """Where a process crashed: the Python stack faulthandler wrote when the signal came."""
+    fault = record.fault
+    yield f"## PID {record.pid} {crash_headline(record)}"
+    yield ""
+    thread = faults.crashed_thread(fault)
+    source = f" ({md.code(fault.file)})" if fault.file else ""
+    if thread is None:
+        yield f"faulthandler{source}: {md.text(fault.error)}, no Python stack."
+        yield ""
+        return
+    yield (f"faulthandler{source}: {md.text(fault.error)} in thread {md.code(thread.ident)}, "
+           "most recent call first:")
+    yield ""
+    yield from md.fence(line for frame in thread.python_frames
+                        for line in format_python_frame(frame))
+    yield ""
+    if len(fault.threads) > 1:
+        yield (f"The stacks of its {len(fault.threads) - 1} other thread(s) are in "
+               "`evidence.json` and in the dump.")
+        yield ""
+
+
+def say(line: fixes.Say) -> str:
+    """A sentence of the advice: the lab's template, the program's values escaped."""
+    values = {}
+    for key, value in line.values.items():
+        if isinstance(value, fixes.Plain):
+            values[key] = md.text(value)
+        elif isinstance(value, str):
+            values[key] = md.code(value)
+        elif isinstance(value, (list, tuple)):
+            values[key] = ", ".join(md.code(item) for item in value)
+        else:
+            values[key] = md.text(value)
+    return line.template.format(**values)
+
+
+def format_how_to_fix(evidence: Evidence, results_dir: Path = fixes.RESULTS) -> Iterator[str]:
+    """The "How to fix" section: what was observed, then each fix with what it costs here.
+    Nothing when the run has nothing to fix."""
+    advice = fixes.advise(evidence, results_dir)
+    if advice is None:
+        return
+    yield "## How to fix"
+    yield ""
+    yield from (f"- {say(line)}" for line in advice.observed)
+    yield ""
+    for number, fix in enumerate(advice.fixes, 1):
+        why = f" — {say(fix.why)}" if fix.why else ""
+        yield f"{number}. {say(fix.title)}{why}."
+        if fix.code:
+            yield ""
+            yield from ("   " + line for line in md.fence(fix.code, "python"))
+        for line in fix.measured:
+            yield ""
+            yield f"   Measured: {say(line)}"
+        yield ""
 
 
 def format_forensics(findings: Iterable[dict]) -> Iterator[str]:
-    """One list item per orphaned-lock finding."""
+    """One list item per orphaned-lock finding; the owner's Python stack at the fork under it."""
     for finding in findings:
         yield f"- {md.text(finding.get('summary'))}"
+        frames = [PythonFrame(file=str(f.get("file")), line=f.get("line"),
+                              function=str(f.get("function")))
+                  for f in finding.get("owner_python_frames") or []][:STACK_AT_FORK]
+        if frames:
+            yield ""
+            yield "  The owner's Python stack at the fork, most recent call first:"
+            yield ""
+            yield from ("  " + line for line in md.fence(_stack_lines(frames, None)))
 
 
 def format_debugger_facts(dbg: DebuggerInfo, keys: Iterable[str] = DEBUGGER_FACTS
@@ -223,10 +362,17 @@ def format_debugger(dbg: DebuggerInfo) -> Iterator[str]:
 
 def format_summary(evidence: Evidence) -> Iterator[str]:
     """Every line of summary.md."""
-    yield from format_summary_header(evidence)
-    yield from format_processes(evidence.processes)
     blocked = culprit(evidence)
-    if blocked and blocked.threads:
+    lines = format_summary_header(evidence)
+    yield next(lines)  # the title, then what crashed where, before anything else
+    if blocked and blocked.fault:
+        yield ""
+        yield f"PID {blocked.pid} {crash_headline(blocked)}."
+    yield from lines
+    yield from format_processes(evidence.processes)
+    if blocked and blocked.fault:
+        yield from format_crash(blocked)
+    elif blocked and blocked.threads:
         source = "from /proc" if evidence.watch_mode else "from the transcript"
         yield f"## What PID {blocked.pid} is blocked in ({source})"
         yield ""
@@ -239,6 +385,7 @@ def format_summary(evidence: Evidence) -> Iterator[str]:
         yield ""
         yield from format_forensics(evidence.forensics)
         yield ""
+    yield from format_how_to_fix(evidence)
     if evidence.warnings:
         yield "## Warnings the processes raised"
         yield ""

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import markdown as md, redact, render
+from lab import fixes, markdown as md, redact, render
 from lab.errors import BadInput
 from lab.evidence import DebugThread, Evidence, ProcessRecord, from_dict, write_atomic
 
@@ -52,18 +52,8 @@ def load_run(run_dir: Path) -> Evidence:
         raise BadInput(f"{path} is not an evidence document: {exc}") from None
 
 
-def _platform_id(evidence: Evidence) -> str:
-    from lab.envinfo import platform_key
-
-    return platform_key(evidence.platform).lower()
-
-
-def _matrix_rows(evidence: Evidence, results_dir: Path) -> list[dict] | None:
-    path = Path(results_dir) / f"{_platform_id(evidence)}.json"
-    try:
-        return json.loads(path.read_text())["rows"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+_platform_id = fixes.platform_id
+_matrix_rows = fixes.matrix_rows
 
 
 def fixes_that_worked(evidence: Evidence, results_dir: Path) -> list[str]:
@@ -257,14 +247,18 @@ def _format_report(evidence: Evidence, results_dir: Path, run_dir: Path | None
     yield from md.fence([shlex.join(redact.argv(evidence.command))], "sh")
     yield ""
     blocked = render.culprit(evidence)
-    yield from _format_blocked(blocked)
+    if blocked is not None and blocked.fault is not None:
+        yield from render.format_crash(blocked)
+    else:
+        yield from _format_blocked(blocked)
     if evidence.parent.threads_at_fork:
         yield from render.format_threads_at_fork(evidence.parent)
     else:
         yield "## Threads the child did not inherit"
         yield ""
-        yield ("Not recorded: only `lab run` scenarios report the parent's threads at the fork "
-               "(a `lab watch` of an arbitrary program has no hook inside it).")
+        yield ("None recorded: no fork that made the culprit left another thread behind, or "
+               "the fork was not seen (the lab's fork hook was off, `LAB_NO_FORK_HOOK=1`, or "
+               "the parent had already exited when the lab looked in /proc).")
         yield ""
     if evidence.forensics:
         yield "## Whose lock it is"
@@ -274,10 +268,13 @@ def _format_report(evidence: Evidence, results_dir: Path, run_dir: Path | None
     yield "## Stacks"
     yield ""
     yield from _format_stacks(evidence, blocked)
-    yield "## The fix that worked"
-    yield ""
-    yield from fixes_that_worked(evidence, results_dir)
-    yield ""
+    how = list(render.format_how_to_fix(evidence, results_dir))
+    if evidence.scenario or not how:
+        yield "## The fix that worked"
+        yield ""
+        yield from fixes_that_worked(evidence, results_dir)
+        yield ""
+    yield from how
     yield "## How to reproduce"
     yield ""
     yield from _reproduce(evidence)

@@ -3,7 +3,12 @@
 The lab creates a FIFO and passes its path in ``LAB_REPORT_FIFO``; a scenario (or any program
 that wants to) writes one JSON object per line there. A FIFO path, not an inherited fd, so that
 spawned and forkserver children, which inherit no descriptors, report too. Every object has an
-``event`` (one of ``Event``) and the ``pid`` it is about.
+``event`` (one of ``Event``) and the ``pid`` it is about. A report longer than ``PIPE_BUF``
+(a fork report with every thread's stack) is spooled: its JSON goes to a file beside the FIFO,
+renamed into place, and the line names the file, so that no two writers' lines interleave.
+
+The program's side must stay importable on its own (stdlib only, Python >= 3.7): the lab's
+startup hook (``lab/hook``) loads this file by path into processes that cannot import ``lab``.
 """
 
 from __future__ import annotations
@@ -11,14 +16,18 @@ from __future__ import annotations
 import enum
 import json
 import os
-import shutil
+import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lab import evidence as ev
+if TYPE_CHECKING:
+    from lab import evidence as ev
 
 ENV_VAR = "LAB_REPORT_FIFO"
 READ_CHUNK = 65536
+PIPE_BUF = 4096  # POSIX: a write of at most this many bytes to a pipe is atomic (pipe(7))
+SPOOL_MAX = 8 * 1024 * 1024  # a spooled report longer than this is not read
+_SPOOLED = re.compile(r"spool-[0-9]+-[0-9]+\.json")
 
 
 class Event(str, enum.Enum):
@@ -47,16 +56,37 @@ def send(event: Event, **fields: Any) -> None:
     path = os.environ.get(ENV_VAR)
     if not path:
         return
+    line = json.dumps({"event": event.value, **fields}, default=str).encode() + b"\n"
+    if len(line) > PIPE_BUF:
+        line = _spool(os.path.dirname(path), event, fields.get("pid"), line)
+        if line is None:
+            return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return  # the lab went away; the program still runs
     try:
-        os.write(fd, json.dumps({"event": event.value, **fields}, default=str).encode() + b"\n")
+        os.write(fd, line)
     except OSError:
         pass
     finally:
         os.close(fd)
+
+
+def _spool(directory: str, event: Event, pid: Any, line: bytes) -> bytes | None:
+    """Write a long report to a file beside the FIFO; return the short line that names it."""
+    name = f"spool-{os.getpid()}-{time.monotonic_ns()}.json"
+    temporary = os.path.join(directory, "." + name)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        os.rename(temporary, os.path.join(directory, name))  # the lab never reads half of it
+    except OSError:
+        return None
+    return json.dumps({"event": event.value, "pid": pid, "spooled": name}).encode() + b"\n"
 
 
 def send_fork() -> None:
@@ -104,9 +134,28 @@ class ReportChannel:
                 report = json.loads(line)
             except ValueError:
                 continue  # not a report: a program's stray write
+            if isinstance(report, dict) and "spooled" in report:
+                report = self._unspool(report)
             if isinstance(report, dict) and report.get("event") in _KINDS:
                 reports.append(annotate(report))
         return reports
+
+    def _unspool(self, line: dict[str, Any]) -> dict[str, Any] | None:
+        """The report a short line names (a file of this channel's directory, then removed)."""
+        name = line.get("spooled")
+        if not isinstance(name, str) or not _SPOOLED.fullmatch(name):
+            return None  # only our own spool files, never a path a writer chose
+        path = os.path.join(self.directory, name)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(SPOOL_MAX + 1)
+            os.unlink(path)
+            report = json.loads(data) if len(data) <= SPOOL_MAX else None
+        except (OSError, ValueError):
+            return None
+        if not isinstance(report, dict) or report.get("event") != line.get("event"):
+            return None
+        return report
 
     def close(self) -> None:
         for fd in (self.fd, self._keepalive):
@@ -114,6 +163,8 @@ class ReportChannel:
                 os.close(fd)
         self.fd = self._keepalive = None
         if self.owns_directory:
+            import shutil
+
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -130,5 +181,6 @@ def annotate(report: dict[str, Any]) -> dict[str, Any]:
 
 def parent_info(report: dict[str, Any]) -> ev.ParentInfo:
     """The parent at fork, from a ``fork`` report: the threads the child did not inherit."""
-    return ev.ParentInfo(pid=report["pid"], forking_tid=report.get("tid"),
-                         threads_at_fork=[ev.ThreadAtFork(**t) for t in report["threads"]])
+    from lab import evidence as ev, forks
+
+    return forks.parse_report(report) or ev.ParentInfo()

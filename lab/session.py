@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import evidence as ev, process, redact, reports
+from lab import evidence as ev, faults, forks, hook, process, redact, reports
 from lab.envinfo import platform_info
 from lab.errors import EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
@@ -35,6 +35,7 @@ from lab.verdicts import Verdict, worst
 
 OUTPUT_DRAIN_S = 2.0
 OUTPUT_FILE = "output.txt"
+MAX_HELD_REPORTS = 1024  # reports from a PID the tree has not seen (yet): kept, then dropped
 
 
 class Observer:
@@ -69,6 +70,10 @@ class RunSession:
         self.channel: ReportChannel | None = None
         self.reports: list[dict[str, Any]] = []  # every report, in arrival order
         self.findings: list[dict[str, Any]] = []  # finding and exception reports
+        self.forks = forks.ForkLog(snapshots=target.fork_hook)  # every fork and its threads
+        self.hook_dir: Path | None = None  # the startup hook's files (faulthandler dumps)
+        self._held: list[dict[str, Any]] = []  # reports whose PID is not (yet) in the tree
+        self._verdict_stacks: tuple[int, list[ev.DebugThread], str] | None = None
         self.scratch: Path | None = None
         self.launched_at: float | None = None
         self.verdict_at: float | None = None
@@ -117,9 +122,11 @@ class RunSession:
     def _end(self, observer: Observer) -> None:
         try:
             observer.release(self)
+            self._parent_at_verdict()
         finally:
             self.tree.stop()
             self._drain()
+            self._explain()
             observer.conclude(self)
             if self.target.annotate is not None:
                 try:
@@ -131,8 +138,9 @@ class RunSession:
             self.evidence.complete = True
             self.write()
             self.rundir.write_summary(self.evidence)
-            if self.scratch is not None:
-                shutil.rmtree(self.scratch, ignore_errors=True)
+            for temporary in (self.scratch, self.hook_dir):
+                if temporary is not None:
+                    shutil.rmtree(temporary, ignore_errors=True)
             if self._registered is not None:
                 runs.unregister(self._registered)
             self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
@@ -155,6 +163,11 @@ class RunSession:
             self.channel = ReportChannel(
                 tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-"), owns_directory=True)
             env[reports.ENV_VAR] = self.channel.path
+        if self.target.fork_hook:
+            self.evidence.hook = hook.describe(env)
+            if self.evidence.hook["active"]:
+                self.hook_dir = Path(tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-hook-"))
+                env.update(hook.environment(env, self.hook_dir))
         self.evidence.environment = redact.environment(env)
         argv = [*(argv_prefix or []), *self.target.argv]
         self.write()
@@ -163,8 +176,8 @@ class RunSession:
         self.launched_at = time.monotonic()
         root = self.tree.spawn(argv, env=env, cwd=self.target.cwd)
         temp = [Path(self.channel.directory)] if self.channel else []
-        self._registered = runs.register(self.rundir.run_id, self.rundir.path,
-                                         temp + ([self.scratch] if self.scratch else []))
+        temp += [path for path in (self.scratch, self.hook_dir) if path is not None]
+        self._registered = runs.register(self.rundir.run_id, self.rundir.path, temp)
         self._tee = OutputTee(self.rundir.path / OUTPUT_FILE, self.options.echo_output)
         self._output = threading.Thread(target=self._tee.run, args=(root.stdout.fileno(),),
                                         daemon=True, name="lab-output")
@@ -173,10 +186,19 @@ class RunSession:
     # -- reports ---------------------------------------------------------------------------
 
     def read_reports(self) -> list[dict[str, Any]]:
-        """Fold the reports that arrived into the evidence; return them."""
-        if self.channel is None:
-            return []
-        new = self.channel.read()
+        """Fold the reports that arrived into the evidence; return them. A raw command's tree
+        (``fork_hook``: anything in it may write) is heard only about its own processes: a
+        report about another PID is held until the tree knows the PID (a process the tree
+        sees a moment later), and dropped at the end. With the fork hook, also note the tree's
+        new children (their parents' threads, from /proc)."""
+        arrived = self._held + (self.channel.read() if self.channel is not None else [])
+        self._held, new = [], []
+        for report in arrived:
+            pid = report.get("pid")
+            if not self.target.fork_hook or (isinstance(pid, int) and pid in self.tree.members):
+                new.append(report)
+            elif len(self._held) < MAX_HELD_REPORTS:
+                self._held.append(report)
         for report in new:
             self.reports.append(report)
             kind = report["event"]
@@ -184,12 +206,24 @@ class RunSession:
                 self.findings.append(report)
             elif kind == Event.WARNING:
                 self.evidence.warnings.append(report)
-            elif kind == Event.FORK and self.evidence.parent.pid is None:
-                self.evidence.parent = reports.parent_info(report)
-                vanished = [t.name for t in self.evidence.parent.threads_at_fork]
-                self.progress.stage("fork", f"PID {report['pid']} forked; threads the child "
-                                    f"does not inherit: {', '.join(vanished) or 'none'}")
+            elif kind == Event.FORK:
+                self._first_fork(self.forks.add(report))
+        if self.target.fork_hook:
+            for info in self.forks.observe(self.tree):
+                self._first_fork(info)
         return new
+
+    def _first_fork(self, info: ev.ParentInfo | None) -> None:
+        """The first fork (with the hook: the first that left threads behind) is the parent
+        until the verdict says which fork made the culprit (``_explain``)."""
+        if info is None or self.evidence.parent.pid is not None:
+            return
+        if self.target.fork_hook and not info.threads_at_fork:
+            return
+        self.evidence.parent = info
+        vanished = [t.python_name or t.name for t in info.threads_at_fork]
+        self.progress.stage("fork", f"PID {info.pid} forked; threads the child does not "
+                            f"inherit: {', '.join(vanished) or 'none'}")
 
     def apply_findings(self) -> None:
         """Fold in what /proc cannot see: a scenario's own finding, a swallowed exception."""
@@ -208,6 +242,50 @@ class RunSession:
                 continue
             record.verdict = worst([record.verdict or "ok", verdict]).value
             record.detail = f"{record.detail}; {detail}" if record.detail else detail
+
+    # -- why: threads at fork, stacks, crashes ---------------------------------------------
+
+    def culprit(self) -> ev.ProcessRecord | None:
+        """The first process whose verdict is the run's."""
+        return next((r for r in self.tree.records if r.verdict and
+                     r.verdict == self.evidence.verdict), None)
+
+    def _parent_at_verdict(self) -> None:
+        """Before the tree is stopped: the Python stacks of the culprit's parent, if it still
+        runs (py-spy reads them from its memory: nothing runs in the program, nothing pauses
+        it)."""
+        if not self.target.fork_hook or self.evidence.verdict not in ("deadlock", "hang"):
+            return
+        culprit = self.culprit()
+        parent = self.tree.members.get(culprit.ppid) if culprit else None
+        if parent is None or parent.finished or not (
+                parent.record.pid in self.forks.by_parent or forks.looks_python(parent.record)):
+            return
+        threads, note = forks.at_verdict(parent.record.pid)
+        self._verdict_stacks = (parent.record.pid, threads, note)
+        self.progress.stage("parent", f"PID {parent.record.pid} at the verdict: "
+                            f"{len(threads)} thread(s) with Python stacks ({note})")
+
+    def _explain(self) -> None:
+        """After the tree is gone: where each crash happened (the faulthandler dumps), which
+        fork made the culprit and what it left behind (``lab.forks``)."""
+        self.evidence.processes = self.tree.records
+        try:
+            for pid in faults.collect(self.hook_dir, self.evidence.processes, self.rundir.path):
+                record = self.tree.members[pid].record
+                if record.signal in faults.FATAL_SIGNALS:
+                    self.progress.stage("crash", f"PID {pid} {faults.headline(record)}")
+            self.forks.finish(self.evidence, self.culprit())
+        except Exception as exc:  # the evidence is written all the same, without them
+            self.progress.stage("evidence", f"the threads at fork and crash stacks were not "
+                                f"added: {type(exc).__name__}: {exc}")
+        parent = self.evidence.parent
+        if self._verdict_stacks is not None and self._verdict_stacks[0] == parent.pid:
+            _, parent.threads_at_verdict, parent.at_verdict = self._verdict_stacks
+        if self.evidence.hook is not None:
+            self.evidence.hook.update(forks_seen=self.forks.count,
+                                      forks_not_kept=self.forks.dropped,
+                                      reports_dropped=len(self._held) + self.forks.malformed)
 
     # -- evidence --------------------------------------------------------------------------
 

@@ -31,9 +31,14 @@ class Target:
     python_version: str | None = None  # the interpreter the target runs in, when not the lab's
     # Adds facts to the evidence before its final write (never after: nothing reopens it).
     annotate: Callable[[RunSession], None] | None = None
+    # The lab's startup hook in every Python process of the tree (lab.hook): threads and stacks
+    # at each fork, faulthandler to a file; and /proc snapshots of other parents at fork events.
+    fork_hook: bool = False
 
 
 def command(argv: list[str], timeout: float | None = None) -> Target:
-    """A raw command, as `lab watch -- CMD` runs it."""
+    """A raw command, as `lab watch -- CMD` runs it: with the report channel and the fork
+    hook (``LAB_NO_FORK_HOOK=1`` turns the hook off)."""
     label = Path(argv[0]).name if argv else "run"
-    return Target(argv=list(argv), label=label, timeout=timeout or WATCH_TIMEOUT_S)
+    return Target(argv=list(argv), label=label, timeout=timeout or WATCH_TIMEOUT_S,
+                  side_channel=True, fork_hook=True)

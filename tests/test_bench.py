@@ -79,6 +79,16 @@ def check_document(results: dict, quick: bool) -> None:
         assert row["processes_followed"] >= row["children"] + 1
     assert [row["children"] for row in scaling["children"]][:2] == [1, 8]
     assert set(scaling["watch_overhead"]["commands"]) == {"true", "python -c pass"}
+    stacks = results["python_stacks"]  # py-spy vs py-bt on a held child, then lab inspect
+    assert stacks["still_deadlocked"] is True
+    for tool in stacks["tools"]:
+        if tool["tool"].startswith("py-spy"):
+            assert "error" not in tool and tool["python_frames"] > 0, tool
+        else:  # gdb's py-bt: read, or skipped where the interpreter has no gdb extension
+            assert tool.get("skipped") or tool["python_frames"] > 0, tool
+    assert stacks["inspect"]["none"]["verdict"] == "deadlock"
+    assert stacks["inspect"]["none"]["pause_s"]["n"] == 0  # no debugger: never paused
+    assert stacks["inspect"]["gdb"]["pause_s"]["n"] == stacks["rounds"]
 
 
 def check_markdown(text: str, image: str) -> None:

@@ -82,7 +82,9 @@ def test_dockerfile_gives_debuggers_and_py_bt_to_the_lab():
     for package in ("gdb", "lldb", "strace", "procps", "python3.11", "python3.11-dbg"):
         assert f"      {package} \\" in text or f"      {package}\n" in text, package
     # and the lab itself, from the build context, as the Makefile installs it
-    assert "pip install --no-cache-dir -e '.[test,lint,celery]'" in text
+    [extras] = [line.split(":=")[1].strip() for line in
+                (REPO / "Makefile").read_text().splitlines() if line.startswith("EXTRAS :=")]
+    assert f"pip install --no-cache-dir -e '.[{extras}]'" in text
     assert "find_python_gdb_extension" in text  # the build fails if py-bt would not work
     assert "--privileged" not in text
     # and it builds where only Debian's archive and PyPI are reachable: no `# syntax=` frontend

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SECTIONS = ("## Time to verdict", "## Cost of evidence", "## Cost of the fixes", "## Scaling")
+SECTIONS = ("## Time to verdict", "## Cost of evidence", "## Cost of the fixes", "## Scaling",
+            "## Python stacks: py-spy vs GDB py-bt, and lab inspect")
 
 
 def _s(value: float | None, digits: int = 3) -> str:
@@ -55,6 +56,7 @@ def markdown(results: dict, image: str) -> str:
     lines += _evidence_section(results["evidence_cost"])
     lines += _fixes_section(results["fix_cost"])
     lines += _scaling_section(results["scaling"])
+    lines += _stacks_section(results.get("python_stacks") or {"error": "not in these results"})
     lines += ["## Notes", ""]
     lines += [f"- {note}" for note in results.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
@@ -270,6 +272,43 @@ def _scaling_section(data: dict) -> list[str]:
         "",
     ]
     return lines
+
+
+def _stacks_section(data: dict) -> list[str]:
+    lines = [SECTIONS[4], ""]
+    if "error" in data:
+        return lines + [f"Not measured: {data['error']}", ""]
+    lines += [
+        f"Every thread's Python stack of one deadlocked `{data['scenario']}` child (PID "
+        f"{data['child']}), {data['rounds']} reads per tool, the child untraced and asleep "
+        "before each; seconds are wall time from starting the tool to its exit (min / "
+        "**median** / max). Still deadlocked after all of them: "
+        f"{'yes' if data.get('still_deadlocked') else '**no**'}.",
+        "",
+        "| tool | seconds | Python frames |",
+        "|---|---|---|",
+    ]
+    for tool in data["tools"]:
+        why = tool.get("skipped") or tool.get("error")
+        frames = "–" if tool.get("python_frames") is None else tool["python_frames"]
+        lines.append(f"| {tool['tool']} | {_span(tool['seconds'])} | "
+                     f"{why.replace('|', '/') if why else frames} |")
+    goals = data["goals"]
+    lines += ["", f"`lab inspect` on the held tree (the hold program and its child), in the "
+              f"bench's own process. Goals: verdict and Python stacks within "
+              f"{goals['verdict_and_stacks_s']:g} s; the full native capture within "
+              f"{goals['full_capture_s']:g} s.", "",
+              "| `--debugger` | verdict | to the verdict | verdict + py-spy stacks | total "
+              "| the child paused |", "|---|---|---|---|---|---|"]
+    for mode, cell in data["inspect"].items():
+        if "error" in cell:
+            lines.append(f"| {mode} | error: {cell['error'].replace('|', '/')} | | | | |")
+            continue
+        paused = _span(cell["pause_s"]) if cell["pause_s"]["n"] else "never"
+        lines.append(f"| {mode} | {cell['verdict']} | {_span(cell['verdict_s'])} | "
+                     f"{_span(cell['verdict_and_stacks_s'])} | {_span(cell['total_s'])} | "
+                     f"{paused} |")
+    return lines + [""]
 
 
 def _pct(value: float | None) -> str:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab import redact
-from lab.bench import evidence_cost, fixes, report, scaling, verdict
+from lab.bench import evidence_cost, fixes, report, scaling, stacks, verdict
 from lab.bench.context import BenchContext
 from lab.envinfo import platform_info, platform_key
 from lab.errors import Interrupted, LabError, OutputNotWritable
@@ -32,6 +32,7 @@ FAMILIES = (
     ("evidence_cost", evidence_cost.measure),
     ("fix_cost", fixes.measure),
     ("scaling", scaling.measure),
+    ("python_stacks", stacks.measure),
 )
 
 

@@ -6,6 +6,7 @@ its successor.
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 from lab.evidence import ThreadState
@@ -84,7 +85,16 @@ class PsBackend:
 
     def trace_refusal(self, pid: int) -> str | None:
         self.info(pid)
-        return None  # cannot be told beforehand here: the debugger's attach says it
+        try:
+            import psutil  # a core dependency; its uids() works where ps(1) is all there is
+
+            owner = psutil.Process(pid).uids().real
+        except Exception:  # psutil missing, or the process gone: the attach will say it
+            return None
+        me = os.geteuid()
+        if me != 0 and owner != me:
+            return f"process {pid} belongs to uid {owner} and the lab runs as uid {me}"
+        return None  # the rest (SIP, entitlements) only the debugger's attach can tell
 
     def close(self) -> None:
         pass

@@ -8,6 +8,7 @@ import time
 from lab import debuggers, evidence as ev
 from lab.errors import DebuggerMissing, Interrupted, LabError
 from lab.session import RunSession
+from lab.stacks import agree, pyspy
 
 STRACE_FILE = "strace.txt"
 
@@ -35,6 +36,7 @@ def with_debugger(session: RunSession, target: int | None) -> None:
         progress.stage("debugger", f"skipped: strace already traces PID {target} "
                        "(a process has one tracer at a time)")
         return
+    stacks = python_stacks(session, target)
     progress.stage("debugger", f"attaching {name} to PID {target}")
     started = time.monotonic()
     try:
@@ -53,16 +55,38 @@ def with_debugger(session: RunSession, target: int | None) -> None:
         progress.stage("debugger", f"failed: {exc.line()}")
         return
     evidence.debugger = info
+    if stacks is not None and not stacks["error"]:
+        for entry in agree.reconcile(info, stacks):
+            if not entry["agree"]:
+                progress.stage("debugger", f"thread {entry['tid']}: {entry['note']}")
     timings = evidence.timings
     timings["debugger_s"] = round(time.monotonic() - started, 4)
     if timings.get("fork_to_verdict_s") is not None:
         timings["fork_to_evidence_s"] = round(
-            timings["fork_to_verdict_s"] + timings["debugger_s"], 4)
+            timings["fork_to_verdict_s"] + timings.get("python_stacks_s", 0.0)
+            + timings["debugger_s"], 4)
     session.write()
     progress.stage("debugger", f"{len(info.threads)} thread(s), "
                    f"{sum(len(t.frames) for t in info.threads)} native frames, "
                    f"{sum(len(t.python_frames) for t in info.threads)} Python frames "
                    f"in {timings['debugger_s']:.2f} s")
+
+
+def python_stacks(session: RunSession, target: int) -> dict | None:
+    """py-spy's Python stacks of ``target``, before a debugger attaches (a process has one
+    tracer), into ``evidence.python_stacks``. Non-blocking when every thread sleeps (nothing
+    moves: no pause is needed); blocking when one runs, for a consistent picture."""
+    member = session.tree.members.get(target)
+    threads = member.record.threads if member is not None else []
+    running = any(thread.state == "R" for thread in threads)
+    stacks = pyspy.dump(target, blocking=running)
+    session.evidence.python_stacks.append(stacks)
+    session.evidence.timings["python_stacks_s"] = stacks["seconds"] or 0.0
+    count = sum(len(t["python_frames"]) for t in stacks["threads"])
+    session.progress.stage("stacks", stacks["error"] or f"py-spy ({stacks['mode']}): "
+                           f"{len(stacks['threads'])} thread(s), {count} Python frames in "
+                           f"{stacks['seconds']:.3f} s")
+    return stacks
 
 
 def with_gcore(session: RunSession, target: int | None) -> None:
@@ -74,6 +98,13 @@ def with_gcore(session: RunSession, target: int | None) -> None:
 
     session.progress.stage("core", f"gcore of PID {target} (limit {limit:g} MiB)")
     session.evidence.core = core = gcore.dump(target, session.rundir.path, limit)
+    if "file" in core:
+        from lab.stacks import pystack
+
+        stacks = pystack.from_core(session.rundir.path / core["file"], target)
+        session.evidence.python_stacks.append(stacks)
+        core["python_stacks"] = (stacks.get("skipped") or stacks["error"]
+                                 or f"pystack: {len(stacks['threads'])} thread(s)")
     session.write()
     session.progress.stage("core", f"{core['file']}: {core['bytes']:,} bytes in "
                            f"{core['seconds']:.2f} s" if "file" in core else

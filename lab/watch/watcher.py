@@ -229,8 +229,9 @@ class Watcher(Observer):
         fork_s = None
         if lead is not None and lead.forked_ns is not None:
             fork_s = lead.forked_ns / 1e9
-        elif session.reports:
-            fork_s = session.reports[0].get("t_ns", 0) / 1e9 or None
+        elif lead is not None:  # polling: the fork report of the culprit's own parent
+            info = session.forks.for_child(lead.record.pid, lead.record.ppid)
+            fork_s = info.t_ns / 1e9 if info is not None and info.t_ns else None
         if fork_s is not None:
             timings["fork_to_verdict_s"] = round(verdict_at - fork_s, 4)
         seen = self.samples.get(culprit or -1)
