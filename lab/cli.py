@@ -108,8 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     parse = sub.add_parser("parse", parents=[common["doc"]],
-                           help="read a saved debugger transcript into an evidence document")
-    parse.add_argument("debugger", choices=("gdb", "lldb"))
+                           help="read what you already have (a GDB or LLDB session, a macOS "
+                           "crash report, a py-spy dump) into an evidence document")
+    parse.add_argument("debugger", metavar="KIND",
+                       choices=("auto", "gdb", "lldb", "crash", "py-spy"),
+                       help="auto (detect it), gdb, lldb, crash (macOS .crash/.ips) or py-spy")
     parse.add_argument("file")
 
     sub.add_parser("list", parents=[common["doc"]], help="list the scenarios")
@@ -204,9 +207,9 @@ def _cmd_parse(args) -> int:
     if args.json:
         sys.stdout.write(evidence.to_json())
     else:
-        from lab.render import summary_markdown
+        from lab.parsers.summary import parsed_summary
 
-        sys.stdout.write(summary_markdown(evidence))
+        sys.stdout.write(parsed_summary(evidence, Path(args.file).name))
     return 0
 
 

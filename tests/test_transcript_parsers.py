@@ -52,8 +52,10 @@ CASES = [
         "stop_reason": "signal SIGINT", "signal": "SIGINT", "instruction": "syscall",
         "message": None, "frame0": ("libc.so.6", "syscall", None),
     }, id="lldb, x86_64 Linux, ChromaDB deadlock interrupted (captured)"),
+    # One snapshot of an untimed futex wait is no proof: no verdict, the detail says so (the
+    # chromadb transcript above carries the lab's note of its proof from /proc, this one not).
     pytest.param("lldb", "lldb-lock-x86_64.txt", {
-        "verdict": "deadlock", "system": "Linux", "machine": "x86_64",
+        "verdict": None, "detail": "not a proof", "system": "Linux", "machine": "x86_64",
         "stop_reason": "signal SIGSTOP", "signal": "SIGSTOP", "instruction": "syscall",
         "message": None, "frame0": ("libc.so.6", "__futex_abstimed_wait_common", None),
     }, id="lldb, x86_64 Linux, attach to a held lock (captured)"),
@@ -63,12 +65,13 @@ CASES = [
         "instruction": "int3", "message": None, "frame0": (None, "lab_breakpoint_trap", None),
     }, id="gdb console, x86_64 Linux, int3 trap (captured)"),
     pytest.param("gdb", "gdb-aarch64-futex.txt", {
-        "verdict": "deadlock", "system": "Linux", "machine": "aarch64", "pid": 4286,
+        "verdict": None, "detail": "not a proof", "system": "Linux", "machine": "aarch64",
+        "pid": 4286,
         "stop_reason": "attached", "signal": None, "instruction": "svc #0x0", "message": None,
         "frame0": ("/lib/aarch64-linux-gnu/libc.so.6", "syscall", None),
     }, id="gdb console, aarch64 Linux, futex deadlock (hand-built)"),
     pytest.param("gdb", "gdb-chromadb-x86_64.txt", {
-        "verdict": "deadlock", "system": "Linux", "machine": "x86_64",
+        "verdict": None, "detail": "not a proof", "system": "Linux", "machine": "x86_64",
         "stop_reason": "attached", "signal": None, "instruction": "syscall",
         "message": "Python frames from /root/.pyenv/versions/3.11.7/bin/python3.11-gdb.py",
         "frame0": ("/lib/x86_64-linux-gnu/libc.so.6", "syscall", 25),
@@ -101,6 +104,7 @@ def test_transcript_gives_the_evidence_document(debugger, name, want):
     assert dbg.registers and all(HEX.match(v) for v in dbg.registers.values())
     record = evidence.processes[0]
     assert record.pid == dbg.pid and record.verdict == want["verdict"]
+    assert want.get("detail", "") in record.detail
     assert evidence.schema == "lab-evidence/1" and evidence.complete
 
 
@@ -186,9 +190,10 @@ def test_lldb_futex_frame_decodes_without_notes():
                      if not line.startswith("# lab "))
     from lab.parsers.document import judge
 
-    # WHEN judged THEN rax = -ERESTARTSYS after `syscall` in a futex frame decodes as futex
-    verdict, _detail, thread = judge(parse_text("lldb", text, "pasted.txt"))
-    assert verdict == "deadlock"
+    # WHEN judged THEN rax = -ERESTARTSYS after `syscall` in a futex frame decodes as futex,
+    # an untimed wait: one snapshot of it is consistent with a deadlock, not a proof of one
+    verdict, detail, thread = judge(parse_text("lldb", text, "pasted.txt"))
+    assert verdict is None and "consistent with a deadlock, not a proof" in detail
     assert thread.syscall.futex.timeout is None and thread.syscall.nr == 202
 
 

@@ -1,9 +1,12 @@
-"""A saved debugger transcript in, the lab's evidence document out (``python -m lab parse``).
+"""A saved or pasted text in, the lab's evidence document out (``python -m lab parse``).
 
-The verdict comes from the transcript alone: ``crash`` when the process stopped on a crash
-signal or a Mach exception (SIGTRAP, EXC_BREAKPOINT, SIGSEGV...), ``deadlock`` when the
-stopped thread sits in a process-private futex wait with no timeout (decoded from its
-registers, or from the /proc line the lab noted before it attached), else none.
+The text is a GDB or LLDB transcript, a macOS crash report or a py-spy dump (lab.parsers.kinds
+tells which). Its verdict is what one snapshot supports: ``crash`` for a crash report, or for a
+stop on a crash signal or a Mach exception (SIGTRAP, EXC_BREAKPOINT, SIGSEGV...); ``deadlock``
+only where the lab's own note in the transcript says it proved one from /proc before it
+stopped the process; otherwise none, and the detail says what the threads wait in: every
+thread in an untimed wait is "blocked in untimed waits (one snapshot: consistent with a
+deadlock, not a proof)", since one snapshot cannot show that nothing will ever wake them.
 """
 
 from __future__ import annotations
@@ -25,28 +28,20 @@ BINARY_SHARE = 0.01  # more undecodable characters than this: not a text transcr
 # and EINTR.
 INTERRUPTED_SYSCALL = {-512, -513, -514, -516, -4}
 X86_64_FUTEX = 202
-
-# Searched in the whole text, so each branch stays on one line and can fail in one pass over
-# it: "^\s*\*?\s*frame" crossed newlines and tried every split of a run of blank lines
-# between its two "\s*" (4,000 blank lines: 16 s).
-_LLDB_SIGNS = re.compile(r"^\(lldb\)|stop reason = |^[^\S\n]*(?:\*[^\S\n]*)?frame #\d+: 0x"
-                         r"|^Architecture set to: |^lldb(?:-\d| version )", re.MULTILINE)
-_GDB_SIGNS = re.compile(r"^\(gdb\)|^GNU gdb |^#\d+[^\S\n]+(?:0x[0-9a-fA-F]+ in )?\S+ \("
-                        r"|received signal SIG|^Thread \d+ \(.*\):$", re.MULTILINE)
-_MI_SIGNS = re.compile(r'^(?:\d*\^(?:done|error|running|connected)|~"|\*stopped'
-                       r"|=thread-group-added)", re.MULTILINE)
-_MI_CONFIGURED = re.compile(r'configured as \\"(?P<triple>[^"\\]+)\\"')
+# The note lab.catch writes when it interrupts a child it proved deadlocked from /proc.
+PROVEN_NOTE = ("interrupt", "SIGINT: deadlock")
 
 
 def evidence_from_transcript(debugger: str, path: Path) -> Evidence:
-    """Read ``path`` as a ``debugger`` ("gdb" or "lldb") transcript; return its evidence.
+    """Read ``path`` as ``debugger`` ("gdb", "lldb", "crash", "py-spy", or "auto" to detect
+    it); return its evidence.
 
-    Raises BadInput (one line) for a file that cannot be read, is empty or binary, comes from
-    the other debugger, or holds no stack frame (truncated).
+    Raises BadInput (one line) for a file that cannot be read, is empty or binary, is another
+    kind of text or none, or holds no stack frame (truncated).
     """
     path = Path(path)
-    parsed = parse_text(debugger, read_text(path), path.name)
-    return evidence_from_parsed(parsed, path.name)
+    text = read_text(path)
+    return evidence_from_parsed(parse_text(debugger, text, path.name), path.name, text)
 
 
 def read_text(path: Path) -> str:
@@ -64,80 +59,63 @@ def read_text(path: Path) -> str:
 
 
 def parse_text(debugger: str, text: str, name: str) -> Parsed:
-    """Parse ``text`` with the parser for ``debugger``; raises BadInput as documented above."""
-    from lab.parsers.gdb_console import read_gdb_console
-    from lab.parsers.lldb import read_lldb_transcript
+    """Parse ``text`` as ``debugger`` (a kind of lab.parsers.kinds); raises BadInput as
+    documented above."""
+    from lab.parsers.kinds import parse_kind
 
-    if debugger not in DEBUGGERS:
-        raise BadInput(f"unknown debugger {debugger!r}", f"choose one of: {', '.join(DEBUGGERS)}")
-    lldb, gdb, mi = (bool(p.search(text)) for p in (_LLDB_SIGNS, _GDB_SIGNS, _MI_SIGNS))
-    if debugger == "lldb":
-        if not lldb:
-            _wrong(name, "LLDB", "GDB" if gdb or mi else None)
-        parsed = read_lldb_transcript(text, name)
-    elif mi:
-        parsed = _read_mi(text, name)
-    elif gdb:
-        parsed = read_gdb_console(text, name)
-    else:
-        _wrong(name, "GDB", "LLDB" if lldb else None)
+    parsed = parse_kind(debugger, text, name)
     if parsed.running:
         raise BadInput(f"{name} ends while the process runs (after a continue, before any "
                        "stop): a truncated transcript")
-    if not any(thread.frames for thread in parsed.info.threads):
+    if parsed.kind == "crash":
+        if not parsed.info.threads and not parsed.info.stop_reason and len(parsed.facts) <= 1:
+            raise BadInput(f"{name} holds no crash report header and no frame: nothing to read")
+    elif not any(t.frames or t.python_frames for t in parsed.info.threads):
         raise BadInput(f"{name} holds no stack frame: a truncated transcript, or one without a "
                        "backtrace (`bt all` in lldb, `thread apply all bt` in gdb)")
     return parsed
 
 
-def _wrong(name: str, wanted: str, found: str | None):
-    if found:
-        raise BadInput(f"{name} is {_a(found)} transcript, not {_a(wanted)} one",
-                       f"python -m lab parse {found.lower()} {name}")
-    raise BadInput(f"{name} is not {_a(wanted)} transcript: no prompt, stop, frame or register "
-                   "line found")
+def evidence_from_parsed(parsed: Parsed, name: str, text: str = "") -> Evidence:
+    """The evidence document of one parsed text (no run: no run directory, no timings);
+    ``text``, when given, is searched for the phrases that show a fork."""
+    from lab.parsers.diagnosis import text_signs
+    from lab.parsers.findings import diagnose
 
-
-def _a(name: str) -> str:
-    return f"an {name}" if name.startswith("L") else f"a {name}"
-
-
-def _read_mi(text: str, name: str) -> Parsed:
-    from lab.parsers.gdb_mi import read_gdb_transcript
-    from lab.parsers.transcript import machine_from_registers, platform_from_triple
-
-    info, notes = read_gdb_transcript(text, transcript=name)
-    configured = _MI_CONFIGURED.search(text)
-    system, machine = platform_from_triple(configured["triple"]) if configured else (None, None)
-    return Parsed(info=info, system=system,
-                  machine=machine or machine_from_registers(info.registers), notes=notes)
-
-
-def evidence_from_parsed(parsed: Parsed, name: str) -> Evidence:
-    """The evidence document of one parsed transcript (no run: no run directory, no timings)."""
     info = parsed.info
     verdict, detail, thread = judge(parsed)
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "transcript"
+    facts = parsed.facts
     evidence = Evidence(
         run_id=f"transcript-{slug}",
         command=[parsed.executable] if parsed.executable else [],
-        platform=PlatformInfo(system=parsed.system, machine=parsed.machine, python=None,
+        platform=PlatformInfo(system=parsed.system, machine=parsed.machine,
+                              python=facts.get("python") if parsed.kind == "py-spy" else None,
                               libc=None),
         verdict=verdict,
         debugger=info,
         complete=True,
     )
+    parsed.text_signs = text_signs(text) if text else parsed.text_signs
+    evidence.parsed = diagnose(parsed, thread)
+    if verdict is None and evidence.parsed.get("snapshot"):
+        detail = evidence.parsed["snapshot"]
     if info.pid is not None:
         evidence.processes.append(ProcessRecord(
-            pid=info.pid, ppid=None, argv=list(evidence.command), verdict=verdict,
+            pid=info.pid, ppid=facts.get("parent_pid") if parsed.kind == "crash" else None,
+            argv=list(evidence.command), verdict=verdict,
             signal=info.signal if verdict == "crash" else None, detail=detail,
             threads=[thread] if thread else []))
+    if parsed.kind == "py-spy":
+        evidence.python_stacks.append(_python_stack(parsed))
     return evidence
 
 
 def judge(parsed: Parsed) -> tuple[str | None, str, ThreadState | None]:
-    """``(verdict, detail, the stopped thread's decoded wait)`` of a parsed transcript."""
+    """``(verdict, detail, the stopped thread's decoded wait)`` of a parsed text."""
     info = parsed.info
+    if parsed.kind == "crash":
+        return _judge_report(parsed), _report_detail(parsed), None
     thread = stopped_thread(parsed)
     exception = (info.stop_reason or "").startswith("EXC_")
     if info.signal in CRASH_SIGNALS or exception:
@@ -145,12 +123,59 @@ def judge(parsed: Parsed) -> tuple[str | None, str, ThreadState | None]:
         said = f": \"{info.message}\"" if info.message else ""
         return "crash", f"stopped by {info.stop_reason}{where}{said}", thread
     futex = thread.syscall.futex if thread and thread.syscall else None
-    if futex and futex.is_wait and futex.private and futex.timeout is None:
+    call = ""
+    if futex and futex.is_wait and futex.timeout is None:
         uaddr = futex.uaddr or "<uaddr: x0 now holds the result>"
-        return ("deadlock", f"thread {thread.tid} waits forever: futex({uaddr}, "
-                f"{futex.op}, {futex.val}, NULL), process-private", thread)
+        scope = "process-private" if futex.private else "shared"
+        call = f"futex({uaddr}, {futex.op}, {futex.val}, NULL), {scope}"
+    if parsed.notes.get(PROVEN_NOTE[0]) == PROVEN_NOTE[1]:
+        waits = f"; thread {thread.tid} waits forever: {call}" if call else ""
+        return ("deadlock", "proven by the lab from /proc before it interrupted the process "
+                f"(its note in the transcript){waits}", thread)
+    if call:
+        return None, (f"thread {thread.tid} waits in {call}: one snapshot of an untimed wait, "
+                      "consistent with a deadlock, not a proof"), thread
     reason = info.stop_reason or "no stop"
     return None, f"{reason}: no crash signal and no futex wait without a timeout", thread
+
+
+def _judge_report(parsed: Parsed) -> str | None:
+    """A crash report is written because the process crashed; a piece of one without its
+    exception, termination or crashed thread does not say how the process ended."""
+    facts = parsed.facts
+    if facts.get("exception_type") or facts.get("termination_reason") or \
+            facts.get("crashed_thread") is not None:
+        return "crash"
+    return None
+
+
+def _report_detail(parsed: Parsed) -> str:
+    facts = parsed.facts
+    parts = [facts.get("exception_type"), facts.get("exception_subtype"),
+             facts.get("termination_reason") and f"termination {facts['termination_reason']}"]
+    said = "; ".join(facts.get("application_specific") or [])
+    if said:
+        parts.append(f'"{said}"')
+    threads = parsed.info.threads
+    frame = threads[0].frames[0] if threads and threads[0].frames else None
+    if frame is not None and facts.get("crashed_thread") is not None:
+        parts.append(f"in {frame.function or frame.pc or '?'} ({frame.library or '?'})")
+    found = ", ".join(str(part) for part in parts if part)
+    return f"macOS crash report: {found}" if found else "a piece of a macOS crash report"
+
+
+def _python_stack(parsed: Parsed) -> dict:
+    """The dump as a ``python_stacks`` entry, in lab.stacks.pyspy's shape."""
+    states = {entry["tid"]: entry for entry in parsed.facts.get("threads", [])}
+    threads = []
+    for thread in parsed.info.threads:
+        state = states.get(thread.tid, {})
+        threads.append({"tid": thread.tid, "name": thread.name, "active": state.get("active"),
+                        "owns_gil": state.get("owns_gil"),
+                        "python_frames": [vars(f).copy() for f in thread.python_frames]})
+    return {"source": "py-spy", "pid": parsed.info.pid, "mode": "recorded", "version": None,
+            "threads": threads, "error": None, "reason": None,
+            "command": parsed.facts.get("command")}
 
 
 def stopped_thread(parsed: Parsed) -> ThreadState | None:

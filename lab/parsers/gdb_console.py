@@ -2,7 +2,9 @@
 
 Understood: ``(gdb)`` prompts and ``+command`` echoes (``set trace-commands on``), the attach
 and stop lines (``Program received signal SIGTRAP, Trace/breakpoint trap.``), ``Thread N
-(...)`` headers with their ``#N`` frames (``bt``, ``thread apply all bt``), ``info
+(...)`` headers with their ``#N`` frames (``bt``, ``bt full``, ``thread apply all bt [full]``),
+frames wrapped onto indented lines and cut by the pager's prompt, ``info threads`` tables,
+``py-bt`` / ``py-bt-full`` (alone, after a thread header, or mixed with the rest), ``info
 registers`` lines and ``x/i`` / ``disassemble`` listings (``=>`` marks the pc). GDB/MI
 transcripts, which the lab's own GDB driver writes, are read by ``lab.parsers.gdb_mi``.
 """
@@ -12,8 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from lab.evidence import DebuggerInfo, DebugThread, Frame
+from lab.evidence import DebuggerInfo, DebugThread, Frame, PythonFrame
 from lab.parsers.gdb_mi import lwp_from_target_id
+from lab.parsers.pybt import py_bt_full_frame, python_frame_of_line
 from lab.parsers.transcript import (
     ConsoleState,
     Listing,
@@ -50,6 +53,20 @@ _DISASSEMBLY = re.compile(
 # What gdb appends to an instruction: "  # 0x7f.. <sym>" (x86), "  // #1" (aarch64). Only
 # from the start of a run of blanks: tried inside a long run, it rescanned the run each time.
 _ANNOTATION = re.compile(r"(?<!\s)\s{2,}(?:#|//)\s")
+_INFO_THREADS = re.compile(r"^\s*Id\s+Target Id\s+Frame\s*$")
+_INFO_ROW = re.compile(r"^(?P<selected>\*)?\s*(?P<number>\d+)\s+(?P<target>Thread 0x[0-9a-fA-F]+"
+                       r"(?: \(LWP \d+\))?|LWP \d+|process \d+)(?: \"(?P<name>[^\"]*)\")?"
+                       r"\s+(?P<frame>\S.*)$")
+_SELECT = re.compile(r"^(?:thread|t) (?P<number>\d+)$")
+_PY_TRACEBACK = "Traceback (most recent call first):"
+# What python-gdb.py writes where it has no frame to show: no frame, not the end of a listing.
+_PY_NOT_FRAMES = ("Waiting for the GIL", "Garbage-collecting", "(unable to read python",
+                  "Unable to locate python frame", "(frame information optimized out)")
+# The two pager prompts a pasted terminal session holds: GDB 9 and later, and older ones.
+PAGERS = ("--Type <RET> for more, q to quit, c to continue without paging--",
+          "---Type <return> to continue, or q <return> to quit---")
+# gdb wraps a long frame line onto lines indented by 4 spaces; `bt full` indents locals by 8.
+LOCALS_INDENT = 8
 _BACKTRACE = ("bt", "backtrace", "where", "thread apply all bt", "thread apply all backtrace")
 _RESUME = ("continue", "c", "cont", "run", "r", "start", "step", "next", "finish")
 _GDB_MACHINES = {"i386:x86-64": "x86_64", "aarch64": "aarch64"}
@@ -60,6 +77,17 @@ class _State(ConsoleState):
     attached: bool = False
     last_frame: Frame | None = None  # the frame a wrapped continuation line belongs to
     last_parts: list[str] = field(default_factory=list)  # its text, line by line
+    last_args: dict[int, str] | None = None  # where the frame's arguments go once whole
+    fresh: bool = False  # a thread header was read and none of its native frames yet
+    header: int | None = None  # that header's thread, for a py-bt that follows it
+    selected: int | None = None  # the thread gdb had selected (`*` in info threads, `thread N`)
+    in_info_threads: bool = False
+    info_frames: dict[int, Frame] = field(default_factory=dict)  # info threads' frame per thread
+    info_args: dict[int, dict[int, str]] = field(default_factory=dict)
+    in_python: bool = False  # inside a py-bt listing: its indented lines are not frame wraps
+    python_open: bool = False  # a Python listing is being read (py-bt-full has no header)
+    python: dict[int | None, list[PythonFrame]] = field(default_factory=dict)  # None: selected
+    python_target: int | None = None
 
 
 def parse_gdb_console(text: str, transcript: str | None = None) -> DebuggerInfo:
@@ -70,9 +98,10 @@ def parse_gdb_console(text: str, transcript: str | None = None) -> DebuggerInfo:
 def read_gdb_console(text: str, transcript: str | None = None) -> Parsed:
     """Everything a GDB console transcript says: DebuggerInfo, platform, executable, notes."""
     state = _State(info=DebuggerInfo(name="gdb", transcript=transcript))
-    read_console(state, text, PROMPT, _command, _line)
+    read_console(state, text, PROMPT, _command, _line, pagers=PAGERS)
     _end_frame(state)
     info = state.info
+    _gather(state)
     info.threads = [t for _, t in sorted(state.threads.items())]
     if info.pid is None:
         info.pid = next((t.tid for t in info.threads if t.tid), None)
@@ -86,7 +115,44 @@ def read_gdb_console(text: str, transcript: str | None = None) -> Parsed:
             first.pc = pc  # gdb omits it at the start of a source line; one thread: its pc
     if info.stop_reason is None and state.attached:
         info.stop_reason = "attached"
-    return finish(state)
+    parsed = finish(state)
+    parsed.kind, parsed.format = "gdb", "GDB console"
+    return parsed
+
+
+def _gather(state: _State) -> None:
+    """Give each listing to its thread: a plain `bt` (thread 0 here) and a bare py-bt belong to
+    the thread gdb had selected; info threads' frame stands for a thread with no backtrace."""
+    threads = state.threads
+    for number in state.info_frames:
+        threads.setdefault(number, DebugThread(tid=None))
+    selected = _selected(state)
+    plain = threads.get(0)
+    if plain is not None and selected not in (None, 0):
+        own = threads[selected]
+        args = state.args.pop(0, {})
+        if not own.frames:
+            own.frames = plain.frames
+        state.args[selected] = {**args, **state.args.get(selected, {})}
+        del threads[0]
+    for number, frame in state.info_frames.items():
+        if not threads[number].frames:
+            threads[number].frames = [frame]
+            state.args[number] = state.info_args.get(number, {})
+    for number, frames in state.python.items():
+        key = (selected if selected is not None else 0) if number is None else number
+        threads.setdefault(key, DebugThread(tid=None)).python_frames = frames
+
+
+def _selected(state: _State) -> int | None:
+    """The selected thread's number: as gdb marked or was told, else the one whose LWP is the
+    process (the thread gdb selects on attach), else the lowest number."""
+    numbered = [number for number in state.threads if number]
+    if state.selected in numbered:
+        return state.selected
+    pid = state.info.pid
+    own = next((n for n in numbered if pid and state.threads[n].tid == pid), None)
+    return own if own is not None else min(numbered, default=None)
 
 
 def _line(state: _State, line: str) -> None:
@@ -95,18 +161,29 @@ def _line(state: _State, line: str) -> None:
         _command(state, traced["command"].strip())
         return
     if not line.strip():
-        state.in_listing = False
+        state.in_listing = state.in_info_threads = state.in_python = False
+        state.python_open = False
         _end_frame(state)
         return
     if _disassembly(state, line):
         return
     state.in_listing = False
-    if line[:1].isspace() and state.last_frame is not None:
+    if state.in_python and line.startswith("  "):
+        _python_line(state, line)  # a frame of py-bt, or the source line under one
+        return
+    state.in_python = False
+    indent = len(line) - len(line.lstrip())
+    if 0 < indent < LOCALS_INDENT and state.last_frame is not None:
         state.last_parts.append(line.strip())  # a frame wrapped onto the next line
         return
     _end_frame(state)
+    if indent >= LOCALS_INDENT:
+        return  # a local variable of `bt full`, or a piece of its value
     stripped = line.strip()
-    for handler in (_frame, _thread, _register, _stop, _about):
+    if stripped == _PY_TRACEBACK:
+        _python_start(state)
+        return
+    for handler in (_frame, _thread, _info_thread, _register, _stop, _about):
         if handler(state, stripped):
             return
 
@@ -115,8 +192,11 @@ def _command(state: _State, command: str) -> None:
     state.command = command
     if command.split(" ", 1)[0] in _RESUME:
         state.running = True
-    state.in_listing = False
+    state.in_listing = state.in_info_threads = state.in_python = False
+    state.header, state.python_open = None, False
     _end_frame(state)
+    if select := _SELECT.match(command):
+        state.selected = int(select["number"])
     if command not in _BACKTRACE and not command.startswith(("bt ", "backtrace ")):
         state.current = None
 
@@ -125,35 +205,52 @@ def _frame(state: _State, line: str) -> bool:
     match = _FRAME.match(line)
     if not match:
         return False
+    text = match["text"]
+    python = py_bt_full_frame(text)
+    if python is not None or text.startswith(_PY_NOT_FRAMES):
+        if python is not None:
+            _python_frame(state, python, start=not state.python_open)
+        state.in_python = True  # the source line under it is indented: not a frame's wrap
+        return True
     if state.current is None:
-        if not state.command.startswith(_BACKTRACE):
+        if state.command and not state.command.startswith(_BACKTRACE):
             return True  # `frame`, `up`: one frame again, not a stack
-        state.current = 0  # a plain `bt`: the thread gdb had selected
+        state.current = 0  # a plain `bt` (or pasted frames alone): the selected thread
         state.threads.setdefault(0, DebugThread(tid=None)).frames = []
+    thread = state.threads[state.current]
+    if state.fresh:
+        thread.frames, state.fresh = [], False  # a new listing of this thread's stack
+    state.header, state.python_open = None, False
     index = int(match["index"])
     if not is_new_frame(state, state.current, index):
         return True
     frame = Frame(index=index)
-    _fill_frame(frame, match["text"])
-    state.threads[state.current].frames.append(frame)
-    state.last_frame, state.last_parts = frame, [match["text"]]
+    thread.frames.append(frame)
+    _open_frame(state, frame, text, state.args.setdefault(state.current, {}))
     return True
+
+
+def _open_frame(state: _State, frame: Frame, text: str, args: dict[int, str]) -> None:
+    _fill_frame(frame, text, args)
+    state.last_frame, state.last_parts, state.last_args = frame, [text], args
 
 
 def _end_frame(state: _State) -> None:
     """The frame's wrapped lines are over: read its text again, whole (once, not per line)."""
     if state.last_frame is not None and len(state.last_parts) > 1:
-        _fill_frame(state.last_frame, " ".join(state.last_parts))
-    state.last_frame, state.last_parts = None, []
+        _fill_frame(state.last_frame, " ".join(state.last_parts), state.last_args)
+    state.last_frame, state.last_parts, state.last_args = None, [], None
 
 
-def _fill_frame(frame: Frame, text: str) -> None:
+def _fill_frame(frame: Frame, text: str, args: dict[int, str] | None = None) -> None:
     split = split_frame_text(text.strip())
     if split is None:
         frame.function = text.strip()
         return
-    frame.pc, frame.function, _args, frame.file, line, frame.library = split
+    frame.pc, frame.function, arguments, frame.file, line, frame.library = split
     frame.line = int(line) if line else None
+    if args is not None and arguments:
+        args[frame.index] = arguments
 
 
 def split_frame_text(text: str):
@@ -217,9 +314,53 @@ def _thread(state: _State, line: str) -> bool:
     name = _THREAD_NAME.search(target)
     if name:
         thread.name = name["name"]
-    thread.frames = []
-    state.current = number
+    # Its frames are replaced when frames follow: `thread apply all py-bt` lists the threads
+    # again with no native frame, and must not wipe what `thread apply all bt` gave.
+    state.current, state.fresh, state.header = number, True, number
+    state.python_open = False
     return True
+
+
+def _info_thread(state: _State, line: str) -> bool:
+    """A row of ``info threads``: the thread, its name, and its innermost frame."""
+    if _INFO_THREADS.match(line):
+        state.in_info_threads = True
+        return True
+    match = _INFO_ROW.match(line) if state.in_info_threads else None
+    if not match:
+        state.in_info_threads = False
+        return False
+    number = int(match["number"])
+    thread = state.threads.setdefault(number, DebugThread(tid=None))
+    thread.tid = thread.tid or lwp_from_target_id(match["target"])
+    thread.name = thread.name or match["name"]
+    if match["selected"]:
+        state.selected = number
+    frame = state.info_frames[number] = Frame(index=0)
+    _open_frame(state, frame, match["frame"], state.info_args.setdefault(number, {}))
+    return True
+
+
+def _python_start(state: _State) -> None:
+    """``Traceback (most recent call first):``: py-bt of the thread whose header it follows,
+    or of the selected thread."""
+    state.in_python = state.python_open = True
+    state.python_target = state.header
+    state.python[state.header] = []
+
+
+def _python_line(state: _State, line: str) -> None:
+    frame = python_frame_of_line(line)
+    if frame is not None:
+        _python_frame(state, frame, start=False)
+
+
+def _python_frame(state: _State, frame: PythonFrame, start: bool) -> None:
+    if start:  # a py-bt-full listing has no Traceback line: its first frame opens it
+        state.python_target = state.header
+        state.python[state.header] = []
+        state.python_open = True
+    state.python.setdefault(state.python_target, []).append(frame)
 
 
 def _register(state: _State, line: str) -> bool:

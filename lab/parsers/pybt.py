@@ -17,6 +17,10 @@ _LINE_IN = re.compile(r'", line (?P<line>\d+|\?|None), in ')
 _BUILTIN = re.compile(r"^ {0,2}<built-in (?:method|function) (?P<function>[^\s>]+)")
 
 BUILTIN_FILE = "<built-in>"
+# py-bt-full (python-gdb.py's print_summary): "#11 Frame 0x7f.., for file X, line 10, in f (...)"
+_FOR_FILE = ", for file "
+_LINE_AFTER_FULL_FILE = ", line "
+_LINE_IN_FULL = re.compile(r", line (?P<line>\d+|\?|None), in (?P<function>[^\s(]+)")
 
 
 def parse_py_bt(text: str) -> list[PythonFrame]:
@@ -26,16 +30,42 @@ def parse_py_bt(text: str) -> list[PythonFrame]:
     frame" are not frames and are skipped; a built-in call becomes a frame whose file is
     ``<built-in>`` and whose line is None.
     """
-    frames: list[PythonFrame] = []
-    for line in text.splitlines():
-        frame = _file_frame(line)
-        if frame:
-            frames.append(frame)
-            continue
-        match = _BUILTIN.match(line)
+    return [frame for line in text.splitlines() if (frame := python_frame_of_line(line))]
+
+
+def python_frame_of_line(line: str) -> PythonFrame | None:
+    """The frame one line of ``py-bt`` names (``  File "x.py", line 3, in f`` or a built-in
+    call), else None."""
+    frame = _file_frame(line)
+    if frame:
+        return frame
+    match = _BUILTIN.match(line)
+    if match:
+        return PythonFrame(file=BUILTIN_FILE, line=None, function=match["function"])
+    return None
+
+
+def py_bt_full_frame(text: str) -> PythonFrame | None:
+    """The frame of one ``py-bt-full`` line after its ``#N ``: ``Frame 0x7f.., for file
+    x.py, line 10, in f (a=1)`` or ``<built-in method acquire ...>``; None for any other."""
+    if text.startswith("<built-in "):
+        return python_frame_of_line(text)
+    if not text.startswith("Frame 0x"):
+        return None
+    start = text.find(_FOR_FILE)
+    if start < 0:
+        return None
+    # The first ", line N, in " after the file: the locals' repr that follows may hold more.
+    at = text.find(_LINE_AFTER_FULL_FILE, start)
+    while at >= 0:
+        match = _LINE_IN_FULL.match(text, at)
         if match:
-            frames.append(PythonFrame(file=BUILTIN_FILE, line=None, function=match["function"]))
-    return frames
+            number = match["line"]
+            return PythonFrame(file=text[start + len(_FOR_FILE):at],
+                               line=int(number) if number.isdigit() else None,
+                               function=match["function"])
+        at = text.find(_LINE_AFTER_FULL_FILE, at + 1)
+    return None
 
 
 def _file_frame(line: str) -> PythonFrame | None:

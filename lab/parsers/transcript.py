@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.gdb_mi import is_syscall_instruction, split_note
@@ -21,6 +22,9 @@ EXCEPTION_SIGNALS = {
 }
 TRAP_MNEMONICS = ("int3", "brk", "bkpt", "udf", "ud2")
 _SIGNAL = re.compile(r"\b(SIG[A-Z0-9]+)\b")
+_PAGER_WORD = "Type <"  # in both of GDB's pager prompts: one search skips a line without one
+# What begins a line of its own after a pager's prompt, rather than continuing the cut one.
+_LINE_STARTS = ("#", "Thread ", "(gdb)", "[", "Traceback ")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours of a terminal session saved by script(1)
 # A c-string, its loop unrolled: "(?:[^"\\]|\\.)*" tried from every quote of a line full
 # of quotes and backslashes took time quadratic in the line's length.
@@ -43,6 +47,16 @@ class Parsed:
     executable: str | None = None
     notes: dict[str, str] = field(default_factory=dict)
     running: bool = False  # the transcript ends after a `continue`, before any stop: truncated
+    kind: str = ""  # "gdb", "lldb", "crash" or "py-spy": which parser read it
+    format: str = ""  # in words, e.g. "GDB console", "LLDB (thread #N: tid = ... format)"
+    # The argument text of native frames, per thread (its position in info.threads) and frame
+    # index: what a futex wait's timeout is read from (``abstime=0x0``). The Frame dataclass of
+    # the evidence has no place for it, and needs none: it is read here, not kept.
+    args: dict[int, dict[int, str]] = field(default_factory=dict)
+    # The same for Python frames (py-spy --locals: ``timeout=None``).
+    python_args: dict[int, dict[int, str]] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)  # what else the text holds (a report's)
+    text_signs: list[str] = field(default_factory=list)  # fork phrases found in the text
 
 
 @dataclass
@@ -72,14 +86,18 @@ class ConsoleState:
     # Per thread number: its frame list and the indexes in it, so that a repeated frame line
     # is found in a set, not by a scan of the thread's frames per line.
     indexes: dict[int, tuple[list[Frame], set[int]]] = field(default_factory=dict)
+    args: dict[int, dict[int, str]] = field(default_factory=dict)  # thread number -> index -> args
 
 
 def read_console(state: ConsoleState, text: str, prompt: str,
                  command: Callable[[ConsoleState, str], None],
-                 other: Callable[[ConsoleState, str], None]) -> None:
+                 other: Callable[[ConsoleState, str], None],
+                 pagers: tuple[str, ...] = ()) -> None:
     """Feed every line of ``text`` to ``state``: the lab's notes are kept, a line starting with
-    ``prompt`` goes to ``command`` (what follows the prompt), any other line to ``other``."""
-    for line in clean_lines(text):
+    ``prompt`` goes to ``command`` (what follows the prompt), any other line to ``other``.
+    The ``pagers`` prompts of a paged terminal session are taken out first (``unpaged``)."""
+    lines = clean_lines(text)
+    for line in unpaged(lines, pagers) if pagers else lines:
         note = split_note(line)
         if note is not None:
             state.notes[note[0]] = note[1]
@@ -87,6 +105,40 @@ def read_console(state: ConsoleState, text: str, prompt: str,
             command(state, line[len(prompt):].strip())
         else:
             other(state, line)
+
+
+def unpaged(lines: Iterable[str], pagers: tuple[str, ...]) -> Iterator[str]:
+    """``lines`` without a pager's prompts (``--Type <RET> for more...``), and without the
+    answer typed after one. A prompt that cut a line in two (a long line reached the bottom of
+    the screen) glues the two halves together again; one on a line of its own just goes."""
+    carry = ""
+    for line in lines:
+        found = _first_pager(line, pagers) if _PAGER_WORD in line else None
+        while found is not None:
+            at, size = found
+            if line[:at].strip():
+                carry += line[:at]
+            line = line[at + size:]
+            if len(line.strip()) <= 1:  # nothing, or the "c" / "q" answered to it
+                line = None
+                break
+            found = _first_pager(line, pagers)
+        if line is None:
+            continue
+        if carry:
+            if not line.strip() or line.startswith(_LINE_STARTS):
+                yield carry.rstrip()
+            else:
+                line = carry + line
+            carry = ""
+        yield line
+    if carry:
+        yield carry.rstrip()
+
+
+def _first_pager(line: str, pagers: tuple[str, ...]) -> tuple[int, int] | None:
+    hits = [(at, len(pager)) for pager in pagers if (at := line.find(pager)) >= 0]
+    return min(hits) if hits else None
 
 
 def is_new_frame(state: ConsoleState, number: int, index: int) -> bool:
@@ -146,13 +198,45 @@ def finish(state: ConsoleState, message_after_pc: bool = False) -> Parsed:
     info.error = state.notes.get("error", info.error)
     machine = state.machine or machine_from_registers(info.registers)
     return Parsed(info=info, system=state.system, machine=machine,
-                  executable=state.executable, notes=state.notes, running=state.running)
+                  executable=state.executable, notes=state.notes, running=state.running,
+                  args=args_by_position(state.threads, info.threads, state.args))
+
+
+def args_by_position(numbered: dict[int, DebugThread], threads: list[DebugThread],
+                     args: dict[int, dict[int, str]]) -> dict[int, dict[int, str]]:
+    """``args`` keyed by thread number, re-keyed by each thread's position in ``threads``."""
+    position = {id(thread): at for at, thread in enumerate(threads)}
+    return {position[id(thread)]: args[number] for number, thread in numbered.items()
+            if number in args and id(thread) in position}
+
+
+def frame_arguments(text: str) -> str | None:
+    """The argument list of a frame's function text, ``f(a=1, b=2)`` -> ``a=1, b=2``; None when
+    it shows none. The last balanced parenthesis pair that holds a ``=`` (one pass)."""
+    if not text.endswith(")"):
+        return None
+    depth = 0
+    for position in range(len(text) - 1, -1, -1):
+        if text[position] == ")":
+            depth += 1
+        elif text[position] == "(":
+            depth -= 1
+            if depth == 0:
+                inner = text[position + 1:-1]
+                return inner if "=" in inner else None
+    return None
 
 
 def clean_lines(text: str) -> Iterator[str]:
-    """The transcript's lines without terminal colour codes or trailing whitespace."""
-    for line in text.splitlines():
-        yield (_ANSI.sub("", line) if "\x1b" in line else line).rstrip()
+    """The transcript's lines as a terminal showed them: without colour codes or trailing
+    whitespace, and where a carriage return went back to the line's start (a terminal's
+    bracketed-paste codes then the next output: ``ESC[?2004l\r    nargsf=...``), the text
+    written last. A text with no newline at all has carriage returns for line ends."""
+    for line in text.split("\n") if "\n" in text else text.splitlines():
+        line = _ANSI.sub("", line) if "\x1b" in line else line
+        if "\r" in line:
+            line = next((part for part in reversed(line.split("\r")) if part.strip()), "")
+        yield line.rstrip()
 
 
 def platform_from_triple(triple: str) -> tuple[str | None, str | None]:
