@@ -323,12 +323,9 @@ def _cmd_report(args) -> int:
 
 def _pid(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
+        return _count(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a process id: {text}")
-    return value
 
 
 def _cmd_inspect(args) -> int:

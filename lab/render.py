@@ -326,17 +326,20 @@ def format_warnings(warnings: Iterable[dict]) -> Iterator[str]:
                f"{md.text(warning.get('category', 'Warning'))}: {md.text(warning.get('message'))}")
 
 
-def format_debug_thread(thread: DebugThread) -> Iterator[str]:
-    """A thread the debugger saw: its Python stack, if any, and its top native frames."""
-    yield f"### Thread {thread.tid}" + (f" {md.text(thread.name)}" if thread.name else "")
+def format_debug_thread(thread: DebugThread, label: str | None = None) -> Iterator[str]:
+    """A thread the debugger saw: its Python stack, if any, and its top native frames (where it
+    has any, when ``label`` names it instead of its tid: a crash report's thread number)."""
+    name = label if label is not None else str(thread.tid)
+    yield f"### Thread {md.text(name)}" + (f" {md.text(thread.name)}" if thread.name else "")
     yield ""
     if thread.python_frames:
         yield "Python stack (most recent call first):"
         yield ""
         yield from format_python_stack(thread)
-    yield "Native stack:"
-    yield ""
-    yield from format_native_stack(thread)
+    if thread.frames or label is None:
+        yield "Native stack:"
+        yield ""
+        yield from format_native_stack(thread)
     yield ""
 
 

@@ -246,20 +246,10 @@ def _function_name(text: str) -> str:
 
     A C++ signature without values (``f(int, char)``) is part of the name and stays.
     """
-    if not text.endswith(")"):
-        return text
-    depth = 0
-    for position in range(len(text) - 1, -1, -1):
-        if text[position] == ")":
-            depth += 1
-        elif text[position] == "(":
-            depth -= 1
-            if depth == 0:
-                arguments = text[position + 1 : -1]
-                if "=" in arguments and position > 0:
-                    return text[:position]
-                return text
-    return text
+    arguments = frame_arguments(text)
+    if arguments is None or len(arguments) + 2 >= len(text):
+        return text  # no values shown, or nothing but the parentheses
+    return text[:len(text) - len(arguments) - 2]
 
 
 def _disassembly(state: _State, line: str) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from lab import markdown as md
 from lab.evidence import Evidence
 from lab.parsers.waits import Wait, describe, headline
-from lab.render import format_debugger_facts, format_native_stack, format_python_stack
+from lab.render import format_debug_thread, format_debugger_facts
 
 # Crash report facts, in the order a report lists them, and how to call them.
 REPORT_FACTS = (
@@ -65,17 +65,7 @@ def format_stacks(evidence: Evidence, found: dict) -> Iterator[str]:
     for at, thread in enumerate(dbg.threads):
         label = f"{thread.tid}" if thread.tid is not None else (
             f"{numbers[at]} of the report" if at < len(numbers) else "?")
-        yield f"### Thread {md.text(label)}" + (f" {md.text(thread.name)}" if thread.name else "")
-        yield ""
-        if thread.python_frames:
-            yield "Python stack (most recent call first):"
-            yield ""
-            yield from format_python_stack(thread)
-        if thread.frames:
-            yield "Native stack:"
-            yield ""
-            yield from format_native_stack(thread)
-        yield ""
+        yield from format_debug_thread(thread, label)
 
 
 def format_waits(found: dict) -> Iterator[str]:

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import interrupts, process
+from lab import interrupts, process, process as processes
 
 SOURCE = "py-spy"
 EXECUTABLE_ENV = "LAB_PY_SPY"  # another py-spy executable (the tests use stand-ins)
@@ -118,12 +118,8 @@ def _run(argv: list[str], pid: int, timeout: float, blocking: bool,
     except OSError as exc:
         return "", f"Error: could not run {argv[0]}: {exc}", 127
     finally:
-        if spy is not None and spy.poll() is None:
-            spy.kill()
-            try:
-                spy.communicate(timeout=EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
+        if spy is not None:
+            processes.end_popen(spy, EXIT_TIMEOUT_S)
         if blocking:
             # A py-spy killed while it held the threads can leave the target stopped: undo it
             # (SIGCONT only where the lab's tool stopped it, never a process stopped before).

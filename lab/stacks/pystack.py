@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import interrupts
+from lab import interrupts, process as processes
 
 SOURCE = "pystack"
 REMEDY = "pip install pystack (Linux; the lab's `cores` extra: pip install -e '.[cores]')"
@@ -67,12 +67,8 @@ def from_core(core: Path, pid: int | None = None,
     except OSError as exc:
         return {**record, "error": f"could not run pystack: {exc}"}
     finally:
-        if tool is not None and tool.poll() is None:
-            tool.kill()
-            try:
-                tool.communicate(timeout=EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
+        if tool is not None:
+            processes.end_popen(tool, EXIT_TIMEOUT_S)
     record["seconds"] = round(time.monotonic() - started, 4)
     record["threads"] = parse(out)
     if tool.returncode != 0 or not record["threads"]:
