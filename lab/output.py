@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +39,45 @@ class OutputStats:
     notes: list[str] = field(default_factory=list)
 
 
+class _Lines:
+    """Split blocks into lines of at most MAX_LINE bytes (True: cut there), in one pass."""
+
+    def __init__(self):
+        self.pending = b""  # never more than MAX_LINE bytes
+        self.cutting = False  # inside a line already cut: skip to its newline
+
+    def feed(self, block: bytes) -> Iterator[tuple[bytes, bool]]:
+        data = self.pending + block
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            if self.cutting:
+                self.cutting = False
+            elif newline + 1 - start > MAX_LINE:
+                yield data[start:start + MAX_LINE], True
+            else:
+                yield data[start:newline + 1], False
+            start = newline + 1
+        rest = data[start:]
+        if self.cutting:
+            rest = b""
+        elif len(rest) > MAX_LINE:
+            yield rest[:MAX_LINE], True
+            self.cutting, rest = True, b""
+        self.pending = rest
+
+    def end(self) -> Iterator[tuple[bytes, bool]]:
+        if self.pending and not self.cutting:
+            yield self.pending, False
+        self.pending = b""
+
+
 class OutputTee:
-    """Copy a process's output to ``path`` (and, with ``echo``, to stderr as ``  | line``)."""
+    """Copy a process's output to ``path`` (and, with ``echo``, to stderr as ``  | line``).
+
+    The head is split into lines, redacted and written as it comes; past HEAD_BYTES the output
+    is only kept, as raw blocks, in a ring of TAIL_BYTES, split and redacted once at the end:
+    a flood costs a read and a copy per block, not Python work per line.
+    """
 
     def __init__(self, path: Path, echo: bool):
         self.path = Path(path)
@@ -47,14 +85,13 @@ class OutputTee:
         self.stats = OutputStats(file=self.path.name)
         self._file = None
         self._head_left = HEAD_BYTES
-        self._tail: collections.deque[tuple[str, int]] = collections.deque()
-        self._tail_bytes = 0
+        self._ring: collections.deque[bytes] = collections.deque()
+        self._ring_bytes = 0
         self._open()
 
     def run(self, fd: int) -> None:
         """Read ``fd`` to EOF; returns then (or when the descriptor is closed under it)."""
-        pending = b""
-        cutting = False  # inside a line already cut at MAX_LINE: skip to its newline
+        lines = _Lines()
         while True:
             try:
                 block = os.read(fd, READ_BLOCK)
@@ -63,69 +100,73 @@ class OutputTee:
             if not block:
                 break
             self.stats.bytes_read += len(block)
-            pending += block
-            while True:
-                newline = pending.find(b"\n")
-                if newline < 0:
-                    if len(pending) > MAX_LINE:
-                        if not cutting:
-                            self._line(pending[:MAX_LINE], cut=True)
-                        cutting, pending = True, b""
-                    break
-                line, pending = pending[:newline + 1], pending[newline + 1:]
-                if cutting:
-                    cutting = False
-                    continue
-                if len(line) > MAX_LINE:
-                    self._line(line[:MAX_LINE], cut=True)
-                else:
-                    self._line(line, cut=False)
-        if pending and not cutting:
-            self._line(pending, cut=False)
+            if self._head_left <= 0:
+                self._keep(block)
+                continue
+            for line, cut in lines.feed(block):
+                self._line(line, cut)
+            if self._head_left <= 0:
+                self._keep(lines.pending)  # the start of the tail
+                lines = _Lines()
+        if self._head_left > 0:
+            for line, cut in lines.end():
+                self._line(line, cut)
         self.close()
 
     def close(self) -> None:
         if self._file is None:
             return
+        tail = b"".join(self._ring)
+        self._ring.clear()
         if self.stats.dropped_bytes:
+            newline = tail.find(b"\n")  # the ring starts inside a line: drop its end too
+            if newline >= 0:
+                self.stats.dropped_bytes += newline + 1
+                tail = tail[newline + 1:]
             self._write(f"[lab: {self.stats.dropped_bytes:,} bytes of output dropped here: "
                         f"output.txt keeps the first {HEAD_BYTES >> 20} MiB and the last "
                         f"{TAIL_BYTES >> 20} MiB]\n")
-        for text, _size in self._tail:
-            self._write(text)
-        self._tail.clear()
+        rest = _Lines()
+        for line, cut in (*rest.feed(tail), *rest.end()):
+            self._write(self._text(line, cut))
         try:
             self._file.close()
         except OSError as exc:
             self._fail(exc)
         self._file = None
 
-    # -- one line -----------------------------------------------------------------------------
+    # -- one line, or one block of the tail --------------------------------------------------
 
-    def _line(self, raw: bytes, cut: bool) -> None:
+    def _text(self, raw: bytes, cut: bool) -> str:
         text = redact.text(raw.decode(errors="replace"))
         if cut:
             self.stats.lines_cut += 1
-            text = text.rstrip("\n") + f" [lab: line cut at {MAX_LINE:,} bytes]\n"
-        elif not text.endswith("\n"):
-            text += "\n"
-        size = len(raw)
-        if self._head_left > 0:
-            self._head_left -= size
-            self._write(text)
-            if self.echo:
-                sys.stderr.write(f"  | {text}")
-                sys.stderr.flush()
-                if self._head_left <= 0:
-                    sys.stderr.write(f"  | [lab: more output than {HEAD_BYTES >> 20} MiB: the "
-                                     "rest is not echoed; output.txt keeps its tail]\n")
+            return text.rstrip("\n") + f" [lab: line cut at {MAX_LINE:,} bytes]\n"
+        return text if text.endswith("\n") else text + "\n"
+
+    def _line(self, raw: bytes, cut: bool) -> None:
+        if self._head_left <= 0:
+            self._keep(raw)
             return
-        self._tail.append((text, size))
-        self._tail_bytes += size
-        while self._tail_bytes > TAIL_BYTES and len(self._tail) > 1:
-            _text, dropped = self._tail.popleft()
-            self._tail_bytes -= dropped
-            self.stats.dropped_bytes += dropped
+        self._head_left -= len(raw)
+        text = self._text(raw, cut)
+        self._write(text)
+        if self.echo:
+            sys.stderr.write(f"  | {text}")
+            if self._head_left <= 0:
+                sys.stderr.write(f"  | [lab: more output than {HEAD_BYTES >> 20} MiB: the "
+                                 "rest is not echoed; output.txt keeps its tail]\n")
+            sys.stderr.flush()
+
+    def _keep(self, block: bytes) -> None:
+        if not block:
+            return
+        self._ring.append(block)
+        self._ring_bytes += len(block)
+        while len(self._ring) > 1 and self._ring_bytes - len(self._ring[0]) >= TAIL_BYTES:
+            dropped = self._ring.popleft()
+            self._ring_bytes -= len(dropped)
+            self.stats.dropped_bytes += len(dropped)
 
     def _open(self) -> None:
         try:
