@@ -20,6 +20,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _depth = 0  # how many deferred() blocks the main thread is in
 _pending: int | None = None  # a signal that arrived inside one
+_inherited_ignored: tuple[int, ...] = ()  # ignored when the lab started (nohup, a background job)
 
 
 def _handler(signum: int, _frame) -> None:
@@ -41,10 +42,18 @@ def _raise(signum: int) -> None:
 
 def install() -> None:
     """Make SIGINT and SIGTERM raise ``Interrupted`` in the main thread (once, the first)."""
-    global _pending
+    global _pending, _inherited_ignored
     _pending = None
+    if not _inherited_ignored:
+        _inherited_ignored = tuple(s for s in SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
     for each in SIGNALS:
         signal.signal(each, _handler)
+
+
+def inherited_ignored() -> tuple[int, ...]:
+    """The signals the lab's own parent had it ignore: what the lab starts must ignore them too,
+    as it would have without the lab (its handlers end at exec; an ignored signal would not)."""
+    return _inherited_ignored
 
 
 @contextmanager

@@ -345,6 +345,32 @@ def test_gdb_attaches_in_a_service_only_with_sys_ptrace(reaper, engine, no_conta
     assert evidence["debugger"]["error"] and not evidence["debugger"]["threads"]
 
 
+# ---------------------------------------------------------------------- daemons in the container
+
+DAEMON_CHECK = (
+    "python -m lab watch --json --quiet --debugger none --timeout 2 --out /lab/crash_dumps "
+    "-- python tests/programs/double_fork_daemon.py > /lab/crash_dumps/watch.json; "
+    "echo \"left: $(ps -eo args | grep -c '^python tests/programs/[d]ouble_fork_daemon')\"")
+
+
+@pytest.mark.slow
+def test_a_double_fork_daemon_is_stopped_in_the_container_too(reaper, engine, no_container_left,
+                                                             tmp_path):
+    # GIVEN a container, where the lab has no process connector and polls /proc
+    evidence_dir = tmp_path / "crash_dumps"
+    evidence_dir.mkdir()
+    # WHEN it watches a program whose middle child calls setsid() and forks a daemon
+    result = engine.run_compose("run", "--rm", "demo-crash", "sh", "-c", DAEMON_CHECK,
+                                evidence=evidence_dir, reaper=reaper)
+    # THEN the daemon is followed (a hang at the timeout, in polling mode) and stopped: no
+    # process of it is left in the container once the lab has returned
+    assert "left: 0" in result.stdout, explain(result)
+    evidence = json.loads((evidence_dir / "watch.json").read_text())
+    assert evidence["watch_mode"] == "polling" and evidence["verdict"] == "hang"
+    [daemon] = [p for p in evidence["processes"] if p["verdict"] == "hang"]
+    assert daemon["killed_by_lab"]
+
+
 # ---------------------------------------------------------------------------- Celery on Redis
 
 
@@ -406,28 +432,3 @@ def test_celery_on_the_redis_service_keeps_its_verdicts(reaper, engine, broker, 
     # and only the broker is still up: the lab's container is gone
     assert engine.containers() == [broker]
 
-
-# ---------------------------------------------------------------------- daemons in the container
-
-DAEMON_CHECK = (
-    "python -m lab watch --json --quiet --debugger none --timeout 2 --out /lab/crash_dumps "
-    "-- python tests/programs/double_fork_daemon.py > /lab/crash_dumps/watch.json; "
-    "echo \"left: $(ps -eo args | grep -c '^python tests/programs/[d]ouble_fork_daemon')\"")
-
-
-@pytest.mark.slow
-def test_a_double_fork_daemon_is_stopped_in_the_container_too(reaper, engine, no_container_left,
-                                                             tmp_path):
-    # GIVEN a container, where the lab has no process connector and polls /proc
-    evidence_dir = tmp_path / "crash_dumps"
-    evidence_dir.mkdir()
-    # WHEN it watches a program whose middle child calls setsid() and forks a daemon
-    result = engine.run_compose("run", "--rm", "demo-crash", "sh", "-c", DAEMON_CHECK,
-                                evidence=evidence_dir, reaper=reaper)
-    # THEN the daemon is followed (a hang at the timeout, in polling mode) and stopped: no
-    # process of it is left in the container once the lab has returned
-    assert "left: 0" in result.stdout, explain(result)
-    evidence = json.loads((evidence_dir / "watch.json").read_text())
-    assert evidence["watch_mode"] == "polling" and evidence["verdict"] == "hang"
-    [daemon] = [p for p in evidence["processes"] if p["verdict"] == "hang"]
-    assert daemon["killed_by_lab"]

@@ -29,7 +29,9 @@ class LinuxBackend:
             self.mode, self.note = "polling", f"{exc}; {POLLING_NOTE}"
 
     def child_setup(self):
-        return prctl.die_with(os.getpid())
+        from lab import interrupts
+
+        return prctl.die_with(os.getpid(), interrupts.inherited_ignored())
 
     def marked(self, run_id: str) -> list[int]:
         return [pid for pid in procfs.all_pids()

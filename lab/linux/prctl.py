@@ -21,18 +21,22 @@ def set_child_subreaper() -> bool:
     return _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def die_with(parent: int):
+def die_with(parent: int, ignore: tuple[int, ...] = ()):
     """A ``preexec_fn`` for Popen: the child gets SIGKILL when ``parent`` dies (kill -9 of the
-    lab included), and ends at once if ``parent`` is already gone.
+    lab included), ends at once if ``parent`` is already gone, and ignores ``ignore``.
 
-    It runs between fork and exec, so it only calls prctl and getppid: no import, no lock
-    another thread of the lab could hold. (PR_SET_PDEATHSIG is tied to the forking thread: the
-    lab starts its processes from its main thread.)
+    It runs between fork and exec, so it only calls prctl, getppid and signal(2) through libc:
+    no import, no lock another thread of the lab could hold. (PR_SET_PDEATHSIG is tied to the
+    forking thread: the lab starts its processes from its main thread.)
     """
     prctl, sigkill, getppid, exit_now = _libc.prctl, signal.SIGKILL.value, os.getppid, os._exit
+    set_handler, ignored = _libc.signal, ctypes.c_void_p(1)  # SIG_IGN
+    numbers = tuple(int(s) for s in ignore)
 
     def child() -> None:
         prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        for number in numbers:
+            set_handler(number, ignored)
         if getppid() != parent:
             exit_now(1)
 
