@@ -98,6 +98,24 @@ def proc_status(pid: int) -> dict[str, str] | None:
             (line.partition(":") for line in text.splitlines()) if value}
 
 
+def damaged_copies(text: str, seed: str, count: int, max_edits: int):
+    """``count`` copies of ``text`` with 1..``max_edits`` lines dropped or duplicated, each cut
+    anywhere; seeded with ``seed``, so every run sees the same cases."""
+    import random
+
+    lines = text.splitlines()
+    chance = random.Random(seed)
+    for _ in range(count):
+        damaged = list(lines)
+        for _ in range(chance.randint(1, max_edits)):
+            at = chance.randrange(len(damaged))
+            if chance.random() < 0.5:
+                damaged.insert(at, damaged[chance.randrange(len(damaged))])
+            else:
+                damaged.pop(at)
+        yield "\n".join(damaged)[: chance.randint(0, len(text))]
+
+
 def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid``, parents before their children."""
     from lab import process

@@ -10,13 +10,12 @@ gdb-aarch64-futex.txt (their header comments say so).
 from __future__ import annotations
 
 import json
-import random
 import re
 import sys
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, damaged_copies
 from lab.errors import BadInput
 from lab.parsers.document import evidence_from_parsed, evidence_from_transcript, parse_text
 from lab.parsers.gdb_console import parse_gdb_console
@@ -308,17 +307,7 @@ def test_damaged_transcripts_give_a_document_or_bad_input(name):
     # GIVEN a transcript damaged at random (seeded: the same cases every run): cut anywhere,
     # lines dropped or duplicated
     text = (DATA / name).read_text()
-    lines = text.splitlines()
-    chance = random.Random(name)
-    for _ in range(60):
-        damaged = list(lines)
-        for _ in range(chance.randint(1, 8)):
-            at = chance.randrange(len(damaged))
-            if chance.random() < 0.5:
-                damaged.insert(at, damaged[chance.randrange(len(damaged))])
-            else:
-                damaged.pop(at)
-        cut = "\n".join(damaged)[: chance.randint(0, len(text))]
+    for cut in damaged_copies(text, name, 60, 8):
         # WHEN each parser reads it THEN it returns evidence or raises BadInput, nothing else
         for debugger in ("gdb", "lldb"):
             try:

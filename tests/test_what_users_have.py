@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, damaged_copies
 from lab.errors import BadInput
 from lab.parsers.document import (
     evidence_from_parsed,
@@ -335,20 +335,8 @@ def test_parse_auto_prints_markdown_and_json(reaper, name):
                                   "lldb-oldformat-lock-x86_64.txt"])
 def test_damaged_files_give_a_document_or_bad_input(name):
     # GIVEN a file cut anywhere, lines dropped or repeated (seeded: the same cases every run)
-    import random
-
     text = read_text(DATA / name)
-    lines = text.splitlines()
-    chance = random.Random(name)
-    for _ in range(40):
-        damaged = list(lines)
-        for _ in range(chance.randint(1, 6)):
-            at = chance.randrange(len(damaged))
-            if chance.random() < 0.5:
-                damaged.insert(at, damaged[chance.randrange(len(damaged))])
-            else:
-                damaged.pop(at)
-        cut = "\n".join(damaged)[: chance.randint(0, len(text))]
+    for cut in damaged_copies(text, name, 40, 6):
         # WHEN every kind reads it THEN it gives evidence or BadInput, nothing else
         for kind in ("auto", "gdb", "lldb", "crash", "py-spy"):
             try:
