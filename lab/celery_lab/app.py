@@ -21,6 +21,7 @@ POLLING_INTERVAL_S = 0.05
 # How long a prefork child may take to boot (worker_process_init included) before Celery
 # gives up on it. The default, 4 s, is short for a ChromaDB client on a loaded 2-core machine.
 PROC_ALIVE_TIMEOUT_S = 60.0
+EMBEDDED_TRANSPORT = "lab.celery_lab.transport:Transport"
 
 
 def run_dir() -> Path:
@@ -39,8 +40,11 @@ def make_app(directory: Path) -> Celery:
         (broker / sub).mkdir(parents=True, exist_ok=True)
     (directory / "results").mkdir(parents=True, exist_ok=True)
     app = Celery("lab_celery", include=["lab.celery_lab.tasks"])
+    real_broker = os.environ.get(ENV_BROKER_URL)
     app.conf.update(
-        broker_url=os.environ.get(ENV_BROKER_URL) or "filesystem://",
+        broker_url=real_broker or "filesystem://",
+        # kombu's own filesystem transport can hand the worker a half-written message.
+        broker_transport=None if real_broker else EMBEDDED_TRANSPORT,
         broker_transport_options={
             # One folder for both ends: what the driver writes is what the worker reads.
             "data_folder_in": str(broker / "queue"),
