@@ -3,7 +3,8 @@
 kombu 5.x writes a message straight into the queue folder under its final ``*.msg`` name and
 only then writes its bytes (under an advisory lock the reader never takes). The reader moves
 the file away as soon as it lists it, so a worker polling fast on a loaded machine can read an
-empty message and die with ``JSONDecodeError`` ("Unrecoverable error"). Here the message is
+empty message and die with ``JSONDecodeError`` ("Unrecoverable error"; reported upstream as
+celery/kombu#1551). Here the message is
 written under a name the reader skips and renamed into place, which is atomic on one filesystem.
 """
 
