@@ -23,9 +23,11 @@ QUICK ?=
 # `make soak SOAK_RUNS=N`: how many runs the soak test makes.
 SOAK_RUNS ?= 200
 # `make matrix TRIALS=2 ONLY='python-lock-*'`: fewer trials, some cells (SCENARIO/LAUNCHER
-# patterns); MATRIX_RESULTS / MATRIX_DOCS: write results/*.json and the docs elsewhere.
+# patterns); MATRIX_RESULTS / MATRIX_DOCS: write results/*.json and the docs elsewhere;
+# PYTHONS=3.10,3.11,3.12,3.13: one results file per interpreter, each in its own environment.
 TRIALS ?=
 ONLY ?=
+PYTHONS ?=
 MATRIX_RESULTS ?=
 MATRIX_DOCS ?=
 
@@ -67,6 +69,7 @@ CMD_demo-fixed-spawn := -m lab run chromadb-tokio --launcher mp-spawn
 CMD_demo-fixed-forkserver := -m lab run chromadb-tokio --launcher mp-forkserver
 CMD_celery := -m lab.celery_lab
 CMD_matrix = -m lab matrix$(if $(TRIALS), --trials $(TRIALS))$(if $(ONLY), --only '$(ONLY)')$(if \
+  $(PYTHONS), --python $(PYTHONS))$(if \
   $(MATRIX_RESULTS), --results-dir $(MATRIX_RESULTS))$(if $(MATRIX_DOCS), --docs-dir \
   $(MATRIX_DOCS))
 CMD_report = -m lab report $(RUN)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +68,8 @@ def catch(options: CatchOptions, progress: Progress | None = None) -> ev.Evidenc
                                             echo_output=options.echo_output), progress)
     session.evidence.watch_mode = "debugger"
     session.evidence.watch_note = (f"the child runs under {options.debugger} from its first "
-                                   "instruction; on Linux /proc is sampled to prove a deadlock")
+                                   "instruction; on Linux /proc is sampled to prove a deadlock, "
+                                   "on the portable backend its stacks once it is quiet")
     return session.run(Catch(options.debugger, driver, path))
 
 
@@ -93,6 +93,7 @@ class Catch(Observer):
         self.child: int | None = None
         self.attach_started = 0.0
         self.interrupted_for: str | None = None
+        self.by_stacks = False  # interrupted because it was quiet: its stacks decide
         self.captured = False
 
     def run(self, session: RunSession) -> None:
@@ -183,22 +184,30 @@ class Catch(Observer):
         limit = session.timeout
         end = time.monotonic() + limit
         proof = judge.DeadlockWatch()
-        linux = sys.platform.startswith("linux")
+        # No syscalls to prove from (the portable backend): once the child is quiet, interrupt
+        # it and let its stacks tell (lab.watch.stackproof).
+        syscalls = session.backend.sees_syscalls
         while not debugger.wait_for(lambda: debugger.reached("version"), POLL_INTERVAL_S):
             session.read_reports()
             now = time.monotonic()
             stuck = session.verdict_at is not None and now > session.verdict_at + CAPTURE_TIMEOUT_S
             if debugger.finished or stuck:
                 break
-            if linux and self.interrupted_for is None:
+            if self.interrupted_for is None:
                 try:
                     threads = session.backend.threads(self.child)
                 except Gone:
                     break
                 record.threads = threads
-                if proof.feed(now, threads):
+                if proof.feed(now, threads) and syscalls:
                     self._interrupt(session, Verdict.DEADLOCK.value, now, threads)
-                    record.detail = judge.describe_deadlock(threads)
+                    record.detail, record.proof = judge.describe_deadlock(threads), judge.PROOF
+                    continue
+                if not syscalls and judge.quiet_for(proof) >= judge.QUIET_S:
+                    self.by_stacks = True
+                    self._interrupt(session, Verdict.HANG.value, now, None)
+                    record.detail = (f"quiet for {judge.QUIET_S:g} s (asleep, no CPU time): "
+                                     "interrupted for its stacks")
                     continue
             if now > end and self.interrupted_for is None:
                 self._interrupt(session, Verdict.HANG.value, now, None)
@@ -252,6 +261,13 @@ class Catch(Observer):
             said = f": \"{info.message}\"" if info.message else ""
             record.detail = f"stopped by {info.stop_reason} under {info.name}{where}{said}"
             session.progress.stage("verdict", f"crash (PID {self.child}): {record.detail}")
+        elif self.by_stacks:
+            from lab.watch import stackproof
+
+            found = stackproof.judge(info, own_stop="SIGINT")
+            record.verdict = (Verdict.DEADLOCK if found.proven else Verdict.HANG).value
+            record.proof = found.proof if found.proven else None
+            record.detail = f"{record.detail}; {found.detail}"
         elif self.interrupted_for:
             record.verdict = self.interrupted_for
         elif (info.stop_reason or "").startswith("exited"):

@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from lab import interrupts, scenarios
+from lab import interrupts, process, scenarios
 from lab.errors import BadInput, LabError
 from lab.options import DEBUGGERS, RunOptions
 from lab.progress import Progress
@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     mat.add_argument("--trials", type=_count, default=5, help="trials per cell (default 5)")
     mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
                      "comma-separated (e.g. 'chromadb-tokio/*,*/mp-spawn')")
+    mat.add_argument("--python", action="append", metavar="PYTHON",
+                     help="run the cells in this interpreter (a path, a command or a version: "
+                     "3.12), each in its own environment under --env-dir; repeatable or "
+                     "comma-separated; one results/<platform>-pyX.Y.json each")
+    mat.add_argument("--env-dir", default=".lab-envs",
+                     help="where the interpreters' environments are created and cached")
     merge = mat.add_subparsers(dest="matrix_command", parser_class=_Parser).add_parser(
         "merge", parents=[common["doc"]], help="combine results/*.json of several platforms "
         "and render docs/RESULTS.md and docs/matrix.png")
@@ -182,6 +188,9 @@ def _cmd_list(args) -> int:
     for row in rows:
         launch = ", ".join(f"{k}: {v}" for k, v in row["expected"].items())
         flag = "" if row["runnable"] else f"  [cannot run here: {row['why_not']}]"
+        if row["predicted"]:  # another OS, where the mechanism predicts another verdict
+            flag += "  [predicted here: " + ", ".join(f"{k}: {v}" for k, v in
+                                                      row["predicted"].items()) + "]"
         print(f"{row['name']:<28} {launch}{flag}\n    {row['summary']}")
     return 0
 
@@ -269,22 +278,30 @@ def _cmd_matrix(args) -> int:
         sys.stderr.write(f"lab: matrix merge: {len(docs)} file(s); {states}; wrote {md} and "
                          f"{png}\n")
         return 0
+    from lab import interpreters
     from lab.matrix.run import MatrixOptions, run_matrix
 
     recorded = _recorded(args)
-    doc = run_matrix(MatrixOptions(
-        trials=args.trials, only=args.only, debugger=args.debugger, timeout=args.timeout,
-        out_base=RunOptions.from_args(args).out_base, results_dir=Path(args.results_dir),
-        docs_dir=Path(args.docs_dir),
-        command=shlex.join(redact.argv(["python", "-m", "lab", *(sys.argv[1:])]))))
+    pythons = [p.strip() for given in args.python or [] for p in given.split(",") if p.strip()]
+    for python in pythons:  # a typo fails now, not after the interpreters before it ran
+        interpreters.resolve(python)
+    docs = []
+    for python in pythons or [None]:
+        doc = run_matrix(MatrixOptions(
+            trials=args.trials, only=args.only, debugger=args.debugger, timeout=args.timeout,
+            out_base=RunOptions.from_args(args).out_base, results_dir=Path(args.results_dir),
+            docs_dir=Path(args.docs_dir), python=python, env_dir=Path(args.env_dir),
+            command=shlex.join(redact.argv(["python", "-m", "lab", *(sys.argv[1:])]))))
+        docs.append(doc)
     files = matrix_merge.platform_files(Path(args.results_dir))
     merged = matrix_merge.merge(matrix_merge.load_all(files, []), recorded)
     md, png = matrix_merge.write_docs(merged, Path(args.docs_dir))
     sys.stderr.write(f"lab: matrix: wrote {md} and {png} ({len(files)} platform file(s))\n")
     if args.json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    bad = [r for r in doc["rows"] if r["status"] == "error" or
-           (r["status"] == "run" and r["rate"] != 1.0)]
+        sys.stdout.write(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2) + "\n")
+    # the cells this run measured (a partial run keeps earlier ones: not its to report)
+    bad = [r for doc in docs for r in doc["rows"] if r.get("ran") == doc["run"]["started"]
+           and (r["status"] == "error" or (r["status"] == "run" and r["rate"] != 1.0))]
     for row in bad:
         sys.stderr.write(f"lab: matrix: {row['scenario']}/{row['launcher']}: expected "
                          f"{row['expected']}, observed {row['counts']}"
@@ -354,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         interrupts.install()
         args = build_parser().parse_args(argv)
+        process.backend_name()  # a LAB_BACKEND that names no backend: one line, nothing started
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
                    "parse": _cmd_parse, "matrix": _cmd_matrix, "report": _cmd_report,
                    "bench": _cmd_bench, "cleanup": _cmd_cleanup,

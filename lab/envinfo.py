@@ -33,14 +33,29 @@ def platform_info() -> PlatformInfo:
         python=platform.python_version(),
         libc=f"{libc_name} {libc_version}".strip() or "unknown",
         packages={"lab": _lab_version(), **package_versions()},
+        backend=_backend(),
     )
 
 
 def platform_key(info: PlatformInfo | None = None) -> str:
-    """e.g. ``linux-x86_64-py3.11``: the name of a results file for this platform."""
+    """e.g. ``linux-x86_64-py3.11``: the name of a results file for this platform. A Linux
+    run on the portable backend is ``linux-x86_64-py3.11-portable``: it never overwrites the
+    Linux backend's results."""
     info = info or platform_info()
     major_minor = ".".join(info.python.split(".")[:2])
-    return f"{info.system.lower()}-{info.machine}-py{major_minor}"
+    system = info.system.lower()
+    portable = "-portable" if system == "linux" and info.backend == "portable" else ""
+    return f"{system}-{info.machine}-py{major_minor}{portable}"
+
+
+def _backend() -> str | None:
+    from lab import process
+    from lab.errors import BadInput
+
+    try:
+        return process.backend_name()
+    except BadInput:
+        return None
 
 
 def _lab_version() -> str:

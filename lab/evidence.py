@@ -62,6 +62,9 @@ class ProcessRecord:
     signals: dict[str, list[str]] | None = None
     # where a fatal signal hit, from the faulthandler the lab's startup hook enabled (lab.faults)
     fault: FaultInfo | None = None
+    # how a deadlock verdict was proven: "procfs-syscalls" (/proc samples, lab.watch.judge) or
+    # "debugger-stacks" (the debugger's capture, lab.watch.stackproof: the portable backend)
+    proof: str | None = None
 
 
 @dataclass
@@ -159,6 +162,7 @@ class PlatformInfo:
     python: str
     libc: str
     packages: dict[str, str] = field(default_factory=dict)
+    backend: str | None = None  # the process backend: "linux" or "portable" (LAB_BACKEND)
 
 
 @dataclass
@@ -184,6 +188,8 @@ class Evidence:
     error: str | None = None
     complete: bool = False
     warnings: list[dict[str, Any]] = field(default_factory=list)  # e.g. CPython's fork warning
+    # the start method the scenario host's launcher used (mp-default: the interpreter's default)
+    start_method: str | None = None
     strace: dict[str, Any] | None = None  # with --strace: file, pid, tail of the blocked one
     forensics: list[dict[str, Any]] = field(default_factory=list)  # orphaned-lock findings
     core: dict[str, Any] | None = None  # with --gcore: the core file, or why none was written

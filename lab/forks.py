@@ -16,7 +16,7 @@ import os
 import time
 from typing import Any
 
-from lab import forensics, inventory, locksite, redact
+from lab import forensics, inventory, locksite, process, redact
 from lab.evidence import DebugThread, Evidence, ParentInfo, ProcessRecord, PythonFrame, ThreadAtFork
 
 MAX_RECORDS = 1024  # fork records kept per run (a shell loop may fork thousands of times)
@@ -49,7 +49,8 @@ class ForkLog:
     """Every fork of a run: reports by parent, /proc snapshots by child; matched at the end."""
 
     def __init__(self, snapshots: bool = True):
-        self.snapshots_on = snapshots
+        # /proc snapshots need the Linux backend; the portable one has the hook's reports only
+        self.snapshots_on = snapshots and process.linux_sources()
         self.by_parent: dict[int, collections.deque[ParentInfo]] = {}
         self.snapshots: dict[int, ParentInfo] = {}  # child pid -> its parent at the fork
         self.seen_ns: dict[int, int] = {}  # child pid -> its fork (or first sighting), ns

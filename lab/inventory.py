@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 
+from lab import process
 from lab.evidence import ThreadAtFork
 
 # comm prefix (Linux truncates thread names to 15 bytes) -> (what it is, loaded objects that
@@ -26,6 +27,8 @@ KNOWN_THREADS = [
 
 
 def _mapped_objects(pid: int) -> list[str]:
+    if not process.linux_sources():
+        return []
     try:
         with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
             return sorted({line.split()[-1] for line in handle if "/" in line})
@@ -58,7 +61,8 @@ def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
     python_threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
     mapped = _mapped_objects(pid)
     result = []
-    if not os.path.isdir(f"/proc/{pid}/task"):  # macOS: no /proc, Python's threads only
+    if not process.linux_sources() or not os.path.isdir(f"/proc/{pid}/task"):
+        # macOS (or the portable backend): no /proc, Python's threads only
         return me, [ThreadAtFork(tid=tid, name=name, library="a Python thread (no /proc here: "
                                  "native threads are not listed)")
                     for tid, name in python_threads.items() if tid != me]

@@ -35,6 +35,8 @@ class Event(str, enum.Enum):
     FINDING = "finding"  # a verdict /proc cannot see, e.g. data loss
     EXCEPTION = "exception"  # an exception a Future received (a caller may swallow it)
     WARNING = "warning"  # a Python warning, CPython >= 3.12's fork warning above all
+    LAUNCH = "launch"  # how the host started its child: the launcher and its start method
+    EXIT = "exit"  # a child's end as its parent saw it: pid, ppid, code (Popen.returncode)
 
 
 # CPython >= 3.12 (Modules/posixmodule.c, warn_about_fork_with_threads) counts the OS threads
@@ -171,10 +173,15 @@ class ReportChannel:
 _KINDS = {kind.value for kind in Event}
 
 
+def is_fork_warning(report: dict[str, Any]) -> bool:
+    """True for CPython >= 3.12's "multi-threaded, use of fork() may lead to deadlocks"."""
+    return (report.get("event") == Event.WARNING
+            and "use of fork() may lead to deadlocks" in str(report.get("message")))
+
+
 def annotate(report: dict[str, Any]) -> dict[str, Any]:
     """Add what the lab knows about a report, e.g. the limits of CPython's fork warning."""
-    if (report.get("event") == Event.WARNING
-            and "use of fork() may lead to deadlocks" in str(report.get("message"))):
+    if is_fork_warning(report):
         report["note"] = FORK_WARNING_NOTE
     return report
 

@@ -206,12 +206,21 @@ class RunSession:
                 self.findings.append(report)
             elif kind == Event.WARNING:
                 self.evidence.warnings.append(report)
+            elif kind == Event.LAUNCH and isinstance(report.get("method"), str):
+                self.evidence.start_method = report["method"][:32]
             elif kind == Event.FORK:
                 self._first_fork(self.forks.add(report))
+            elif kind == Event.EXIT:
+                self._reported_exit(report)
         if self.target.fork_hook:
             for info in self.forks.observe(self.tree):
                 self._first_fork(info)
         return new
+
+    def _reported_exit(self, report: dict[str, Any]) -> None:
+        pid, ppid, code = (report.get(key) for key in ("pid", "ppid", "code"))
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, ppid, code)):
+            self.tree.reported(pid, ppid, code, time.monotonic())
 
     def _first_fork(self, info: ev.ParentInfo | None) -> None:
         """The first fork (with the hook: the first that left threads behind) is the parent

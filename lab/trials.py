@@ -7,9 +7,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from lab import reports
 from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
+
+
+def fork_warning(warnings: list[dict]) -> dict | None:
+    """CPython's fork DeprecationWarning in one run: how many forks drew it, and the largest
+    thread count the process had when it did; None when it did not fire."""
+    fired = [w for w in warnings if reports.is_fork_warning(w)]
+    if not fired:
+        return None
+    counts = [w["threads"] for w in fired if isinstance(w.get("threads"), int)]
+    return {"times": len(fired), "threads": max(counts) if counts else None}
 
 
 def run_trials(scenario: str, launcher: str | None, trials: int,
@@ -34,6 +45,8 @@ def run_trials(scenario: str, launcher: str | None, trials: int,
         runs.append({"trial": index, "verdict": evidence.verdict,
                      "seconds": round(time.monotonic() - started, 3),
                      "detect_s": evidence.detect_s,
+                     "start_method": evidence.start_method,
+                     "fork_warning": fork_warning(evidence.warnings),
                      "evidence": str(Path(evidence.evidence_dir) / "evidence.json")})
         if on_trial is not None:
             on_trial(index, trials, runs[-1])

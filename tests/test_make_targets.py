@@ -36,8 +36,8 @@ MATRIX_TIMEOUT = 600.0
 # what the inner make does.
 OUTER_VARIABLES = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "GNUMAKEFLAGS", "DOCKER",
                    "CRASH_DUMPS", "LAB_CRASH_DUMPS", "RUN", "QUICK", "COMPOSE", "TRIALS", "ONLY",
-                   "MATRIX_RESULTS", "MATRIX_DOCS", "SOAK_RUNS", "LAB_OWNER", "LAB_BUILD_NETWORK",
-                   "LAB_HOST_CRASH_DUMPS", "COMPOSE_PROJECT_NAME")
+                   "MATRIX_RESULTS", "MATRIX_DOCS", "PYTHONS", "SOAK_RUNS", "LAB_OWNER",
+                   "LAB_BUILD_NETWORK", "LAB_HOST_CRASH_DUMPS", "COMPOSE_PROJECT_NAME")
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -42,6 +42,7 @@ class CeleryScenario(CatalogEntry):
     requires = ("celery", "chromadb")
     fix = "create the client in worker_process_init, or lazily in the pool child"
     default_launcher = celery_lab.launcher_name("prefork", "none")
+    any_interpreter = False  # the worker runs in the lab's own interpreter (see ``target``)
 
     def __init__(self):
         self.combos = {celery_lab.launcher_name(p, f): (p, f) for p, f in celery_lab.combinations()}

@@ -118,8 +118,11 @@ def capture(
 
 
 def syscall_notes(pid: int) -> dict[str, str]:
-    """``{"syscall TID": "/proc line"}`` for each thread of ``pid`` (empty off Linux)."""
+    """``{"syscall TID": "/proc line"}`` for each thread of ``pid`` (empty off Linux, and on the
+    portable backend, which must read on Linux only what it could read on a Mac)."""
     notes = {}
+    if not process.linux_sources():
+        return notes
     try:
         tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
     except OSError:

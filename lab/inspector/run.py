@@ -37,6 +37,7 @@ from lab.progress import Progress
 from lab.rundir import PRIVATE_DIR, RunDir
 from lab.stacks import agree, pyspy
 from lab.verdicts import Verdict, worst
+from lab.watch import judge, stackproof
 
 MAX_STACK_DUMPS = 16  # py-spy reads of one tree: the culprits first, then parents first
 PARENT_DIR = "parent"  # the parent's debugger transcript, beside the culprit's
@@ -172,7 +173,8 @@ class Inspection:
         """The /proc window, a verdict per process, the forensics of each deadlocked one."""
         options, evidence = self.options, self.evidence
         what = "and its descendants " if options.tree else ""
-        self.progress.stage("inspect", f"sampling PID {options.pid} {what}from /proc for "
+        source = "/proc" if self.backend.sees_syscalls else "psutil (portable backend)"
+        self.progress.stage("inspect", f"sampling PID {options.pid} {what}from {source} for "
                             f"{options.window:g} s (nothing is attached or stopped)")
         sampler = sample.TreeSampler(self.backend, options.pid, tree=options.tree,
                                      exclude={os.getpid()})
@@ -180,7 +182,8 @@ class Inspection:
         self.seen = sampler.run(options.window)
         evidence.timings["window_s"] = round(time.monotonic() - began, 4)
         self.info["samples"] = sampler.samples
-        evidence.processes = sample.judge_all(self.seen, options.window)
+        evidence.processes = sample.judge_all(self.seen, options.window,
+                                              self.backend.sees_syscalls)
         root = self.seen.get(options.pid)
         if root is None or root.gone:
             self.pending = TargetExited(f"process {options.pid} exited during the "
@@ -292,12 +295,13 @@ class Inspection:
         if name == "none":
             self.note("no debugger: nothing was attached, no process was paused", "debugger")
             return
-        target = self.culprit() or self.options.pid
+        target = self.culprit() or self.quiet_one() or self.options.pid
         began = time.monotonic()
         info = self.capture(name, target, self.rundir.path)
         self.evidence.timings["debugger_s"] = round(time.monotonic() - began, 4)
         if info is not None:
             self.evidence.debugger = info
+            self.prove_from_stacks(target, info)
         parent = self.info["parent"]
         if self.options.parent and parent is not None and self.pending is None:
             folder = self.rundir.path / PARENT_DIR
@@ -308,6 +312,32 @@ class Inspection:
                     found.transcript = f"{PARENT_DIR}/{found.transcript}"
                 parent["debugger"] = dataclasses.asdict(found)
         self.write()
+
+    def quiet_one(self) -> int | None:
+        """Without syscalls (the portable backend): the newest process that slept through the
+        window with its CPU time unchanged, whose stacks may prove a deadlock."""
+        if self.backend.sees_syscalls:
+            return None
+        enough = min(judge.QUIET_S, 0.8 * self.options.window)
+        return next((pid for pid, seen in reversed(self.seen.items()) if not seen.gone
+                     and not seen.stopped and judge.quiet_for(seen.watch) >= enough), None)
+
+    def prove_from_stacks(self, pid: int, info: ev.DebuggerInfo) -> None:
+        """Where the window proved nothing (no syscalls to see), the capture's stacks may."""
+        if self.backend.sees_syscalls:
+            return  # /proc's proof, with its signal rules (judge), is the one that counts
+        record = next((r for r in self.evidence.processes if r.pid == pid), None)
+        if record is None or info.error or record.verdict == Verdict.DEADLOCK.value:
+            return
+        found = stackproof.judge(info)
+        if not found.proven:
+            record.detail += f"; {found.detail}"
+            return
+        record.verdict, record.proof, record.detail = (Verdict.DEADLOCK.value, found.proof,
+                                                       found.detail)
+        self.evidence.verdict = worst(r.verdict for r in self.evidence.processes
+                                      if r.verdict).value
+        self.progress.stage("verdict", f"{self.evidence.verdict} (PID {pid}): {found.detail}")
 
     def debugger_name(self) -> str:
         choice = self.options.debugger

@@ -110,18 +110,20 @@ class TreeSampler:
         seen.proven = seen.wakeup is None
 
 
-def judge_all(seen: dict[int, Sampled], window: float) -> list[ev.ProcessRecord]:
+def judge_all(seen: dict[int, Sampled], window: float,
+              syscalls: bool = True) -> list[ev.ProcessRecord]:
     """One evidence record per process, with its verdict and why (see the module docstring)."""
     records = []
     for sampled in seen.values():
         record = ev.ProcessRecord(pid=sampled.pid, ppid=sampled.ppid, argv=sampled.argv,
                                   threads=sampled.threads)
-        record.verdict, record.detail = verdict_of(sampled, window)
+        record.verdict, record.detail = verdict_of(sampled, window, syscalls)
+        record.proof = judge.PROOF if sampled.proven else None
         records.append(record)
     return records
 
 
-def verdict_of(sampled: Sampled, window: float) -> tuple[str | None, str]:
+def verdict_of(sampled: Sampled, window: float, syscalls: bool = True) -> tuple[str | None, str]:
     if sampled.gone:
         return None, ("exited during the inspection (its exit status is its parent's to "
                       "read: the lab is not its parent)")
@@ -135,12 +137,13 @@ def verdict_of(sampled: Sampled, window: float) -> tuple[str | None, str]:
                                     "unless that happens")
     if sampled.stopped:
         return Verdict.OK.value, "stopped (SIGSTOP or a job-control stop): left stopped"
-    described = judge.describe_unfinished(sampled.watch)
+    described = judge.describe_unfinished(sampled.watch, syscalls)
     if described.startswith("livelock"):
         return Verdict.OK.value, (f"alive and running ({described}); in a {window:g} s window "
                                   "a livelock cannot be told from work: `lab inspect --window "
                                   "5` looks longer")
-    return Verdict.OK.value, f"alive, not stuck by what /proc shows: {described}"
+    source = "/proc" if syscalls else "psutil"
+    return Verdict.OK.value, f"alive, not stuck by what {source} shows: {described}"
 
 
 def left_as_found(seen: dict[int, Sampled]) -> dict[int, str]:

@@ -13,6 +13,7 @@ from lab import registry
 # name -> module, imported lazily so a launcher's dependencies load only when used.
 LAUNCHERS = {
     "fork": "lab.launchers.fork",
+    "mp-default": "lab.launchers.mp_default",
     "mp-fork": "lab.launchers.mp_fork",
     "mp-forkserver": "lab.launchers.mp_forkserver",
     "mp-spawn": "lab.launchers.mp_spawn",

@@ -6,13 +6,16 @@ import multiprocessing
 
 
 class ProcessLauncher:
-    """``multiprocessing.get_context(method).Process(target, args)``, started at once."""
+    """``multiprocessing.get_context(method).Process(target, args)``, started at once; ``method``
+    None is the default context, and ``started_with`` says which method that was."""
 
-    method = ""
+    method: str | None = ""
 
     def __init__(self, target, args=()):
         context = multiprocessing.get_context(self.method)
-        self.process = context.Process(target=target, args=args, name=f"lab-{self.method}")
+        self.started_with = context.get_start_method()
+        self.process = context.Process(target=target, args=args,
+                                       name=f"lab-{self.method or 'default'}")
         self.process.start()
         self.pid = self.process.pid
 

@@ -15,6 +15,9 @@ POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reap
 class LinuxBackend:
     """Reads /proc; once opened, the lab is a child subreaper and hears cn_proc events."""
 
+    sees_syscalls = True
+    adopts_orphans = True  # open() makes the lab a child subreaper
+
     def __init__(self):
         self.mode = "polling"
         self.note: str | None = None

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 SCHEMA = "lab-matrix/1"
 
-# The platforms the workflow (.github/workflows/matrix.yml) runs on, in the order the docs show
-# them. One that has no results file is shown as "not run here", never guessed.
+# The platforms the workflow (.github/workflows/matrix.yml) runs on, and the interpreters
+# `lab matrix --python` runs here, in the order the docs show them. One that has no results
+# file is shown as "not run here", never guessed.
+# Interpreters besides the workflow's 3.11 (`lab matrix --python X.Y`): id -> version.
+OTHER_INTERPRETERS = {f"linux-x86_64-py{v}": v for v in ("3.10", "3.12", "3.13")}
 KNOWN_PLATFORMS = {
+    "linux-x86_64-py3.10": "any Linux x86_64 machine with CPython 3.10",
     "linux-x86_64-py3.11": "ubuntu-latest (GitHub Actions) or any Linux x86_64 machine",
+    "linux-x86_64-py3.12": "any Linux x86_64 machine with CPython 3.12",
+    "linux-x86_64-py3.13": "any Linux x86_64 machine with CPython 3.13",
     "linux-aarch64-py3.11": "ubuntu-24.04-arm (GitHub Actions) or any Linux arm64 machine",
     "darwin-arm64-py3.11": "macos-14 (GitHub Actions) or any Apple silicon Mac",
 }

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from lab import scenarios
 from lab.errors import BadInput
+from lab.matrix.envs import Runtime
 
 
 @dataclass(frozen=True)
@@ -18,26 +19,47 @@ class Cell:
     why_not: str | None = None  # None: it can run here
     fixed_of: str | None = None
     fix: str | None = None
+    requires: tuple[str, ...] = ()  # the modules its scenario imports
 
     @property
     def key(self) -> str:
         return f"{self.scenario}/{self.launcher}"
 
 
-def _why_not(missing: list[str]) -> str | None:
-    if sys.platform != "linux":
-        return "needs Linux (/proc, ptrace)"
+def _why_not(entry, launcher: str, runtime: Runtime | None) -> str | None:
+    if entry.needs_linux and not sys.platform.startswith("linux"):
+        return f"needs Linux: {entry.needs_linux}"  # the portable backend runs the rest
+    if runtime is not None and runtime.why_not:
+        return runtime.why_not
+    if runtime is None or runtime.own:
+        missing = entry.missing(launcher)
+    elif not entry.any_interpreter:
+        return "runs in the lab's own interpreter only"
+    else:
+        failed = [runtime.failed[m] for m in entry.requires if m in runtime.failed]
+        if failed:
+            return failed[0]
+        missing = [m for m in entry.requires if m in runtime.interpreter.missing]
     return f"missing: {', '.join(missing)}" if missing else None
 
 
-def all_cells() -> list[Cell]:
-    """Every cell in catalog order; ``why_not`` set where it cannot run."""
+def modules() -> list[str]:
+    """Every module a catalog entry needs (what an interpreter's environment may have to get)."""
+    return sorted({m for name in scenarios.names() for m in scenarios.get(name).requires})
+
+
+def all_cells(runtime: Runtime | None = None) -> list[Cell]:
+    """Every cell in catalog order, as ``runtime`` (default: the lab's own interpreter) runs
+    it: ``why_not`` set where it cannot run, ``mp-default`` expecting what its interpreter's
+    default start method expects."""
+    method = runtime.interpreter.start_method if runtime else None
     cells = []
     for name in scenarios.names():
         entry = scenarios.get(name)
-        for launcher, expected in entry.expected.items():
-            cells.append(Cell(name, launcher, expected, _why_not(entry.missing(launcher)),
-                              *entry.fixes(launcher)))
+        for launcher in entry.expected:
+            cells.append(Cell(name, launcher, entry.expectation(launcher, method),
+                              _why_not(entry, launcher, runtime), *entry.fixes(launcher),
+                              requires=tuple(entry.requires)))
     return cells
 
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from lab import matrix
 from lab.errors import BadInput
+from lab.matrix.compare import differences
+from lab.matrix.partial import measured
 from lab.matrix.recorded import MACOS_TRAP, recorded_row
 
 MERGED_SCHEMA = "lab-matrix-merged/1"
 NOT_RUN_HERE = "not run here"
-PLATFORM_FILE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-py\d+\.\d+\.json$")
+# "-portable": a Linux run on the portable backend (LAB_BACKEND=portable, lab.envinfo)
+PLATFORM_FILE = re.compile(r"^[a-z0-9_]+-[a-z0-9_]+-py\d+\.\d+(?:-portable)?\.json$")
 ROW_FIELDS = ("scenario", "launcher", "expected", "status", "counts")
 
 
@@ -92,8 +95,8 @@ def grid(platforms: list[dict]) -> tuple[list[str], list[str], list[list[str]]]:
     from lab.matrix.cells import all_cells
 
     scenarios: list[str] = []
-    launchers: list[str] = ["fork", "mp-fork", "pool-fork", "mp-spawn", "mp-forkserver",
-                            "pool-spawn"]
+    launchers: list[str] = ["fork", "mp-default", "mp-fork", "pool-fork", "mp-spawn",
+                            "mp-forkserver", "pool-spawn"]
     pairs = [(c.scenario, c.launcher) for c in all_cells()]
     pairs += [(r["scenario"], r["launcher"]) for p in platforms for r in p["rows"]]
     for scenario, launcher in pairs:
@@ -115,8 +118,13 @@ def merge(docs: list[tuple[Path, dict]], recorded: Path | None = None) -> dict:
         if pid in by_id:
             raise BadInput(f"two results files for platform {pid}: {by_id[pid]['file']} and "
                            f"{path}")
-        by_id[pid] = {"id": pid, "state": "run", "platform": doc["platform"],
+        # an environment that could not be made, and no cell measured before it
+        why_not = (None if any(measured(row) for row in doc["rows"])
+                   else (doc.get("run") or {}).get("why_not"))
+        by_id[pid] = {"id": pid, "state": NOT_RUN_HERE if why_not else "run", "why": why_not,
+                      "platform": doc["platform"],
                       "run": doc.get("run"), "rows": list(doc["rows"]), "file": str(path),
+                      "runs": doc.get("runs") or ([doc["run"]] if doc.get("run") else []),
                       "where": matrix.KNOWN_PLATFORMS.get(pid)}
     order = [*matrix.KNOWN_PLATFORMS, *sorted(set(by_id) - set(matrix.KNOWN_PLATFORMS))]
     platforms = [by_id.get(pid) or _not_run(pid) for pid in order]
@@ -125,7 +133,8 @@ def merge(docs: list[tuple[Path, dict]], recorded: Path | None = None) -> dict:
         _add_recorded(platforms, row, MACOS_TRAP.family)
     scenarios, launchers, cells = grid(platforms)
     return {"schema": MERGED_SCHEMA, "platforms": platforms, "scenarios": scenarios,
-            "launchers": launchers, "cells": cells}
+            "launchers": launchers, "cells": cells,
+            "differences": differences(platforms, cells)}
 
 
 def write_docs(merged: dict, docs_dir: Path) -> tuple[Path, Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 from lab import matrix
@@ -24,6 +25,8 @@ NO_CELL_COLOUR = "#ffffff"
 CELL_W, CELL_H = 0.46, 0.30  # inches
 LEFT, GAP, RIGHT = 2.5, 0.35, 0.2
 TOP, BOTTOM = 0.75, 2.75  # title; launcher names and the legend
+ROW_GAP = 2.2  # below a row of panels that has another under it: its launcher names
+CAPTION_Y = 0.54  # inches above the bottom edge, under the legend's line
 DPI = 110
 
 
@@ -45,15 +48,15 @@ def _cell_face(row: dict | None) -> tuple[str, str, str | None]:
     return colour, label, None
 
 
-def _panel(fig, entry: dict, merged: dict, left: float, width: float, height: float,
-           show_names: bool) -> None:
+def _panel(fig, entry: dict, merged: dict, left: float, bottom: float, width: float,
+           height: float, show_names: bool) -> None:
     from matplotlib.patches import Rectangle
 
     scenarios, launchers = merged["scenarios"], merged["launchers"]
     exists = {tuple(c) for c in merged["cells"]}
     rows = {(r["scenario"], r["launcher"]): r for r in entry["rows"]}
     fig_w, fig_h = fig.get_size_inches()
-    ax = fig.add_axes([left / fig_w, BOTTOM / fig_h, width / fig_w, height / fig_h])
+    ax = fig.add_axes([left / fig_w, bottom / fig_h, width / fig_w, height / fig_h])
     ax.set_xlim(0, len(launchers))
     ax.set_ylim(len(scenarios), 0)
     for y, scenario in enumerate(scenarios):
@@ -81,9 +84,29 @@ def _panel(fig, entry: dict, merged: dict, left: float, width: float, height: fl
     for spine in ax.spines.values():
         spine.set_visible(False)
     state = "" if entry["state"] == "run" else f"\n({entry['state']})"
-    if entry["state"] == "run" and entry.get("run"):
-        state = f"\n{entry['run'].get('trials')} trials per cell"
+    trials = Counter(r["trials"] for r in entry["rows"] if r["status"] == matrix.RUN)
+    if entry["state"] == "run" and trials:
+        most = trials.most_common(1)[0][0]
+        state = f"\n{most} trials per cell" + (", some cells other" if len(trials) > 1 else "")
     ax.set_title(f"{entry['id']}{state}", fontsize=9)
+
+
+def _rows_of_panels(platforms: list[dict]) -> list[list[dict]]:
+    """Rows of panels: a platform family's interpreters side by side (e.g. linux-x86_64 py3.10
+    to py3.13), smaller families sharing a row as long as it is no wider than the widest."""
+    from lab.matrix.compare import family
+
+    families: dict[str, list[dict]] = {}
+    for entry in platforms:
+        families.setdefault(family(entry["id"]), []).append(entry)
+    across = max(len(members) for members in families.values())
+    rows: list[list[dict]] = []
+    for members in families.values():
+        if rows and len(rows[-1]) + len(members) <= across:
+            rows[-1] += members
+        else:
+            rows.append(list(members))
+    return rows
 
 
 def figure(merged: dict):
@@ -92,15 +115,19 @@ def figure(merged: dict):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    platforms = merged["platforms"]
+    rows = _rows_of_panels(merged["platforms"])
+    across = max(len(row) for row in rows)
     width = CELL_W * max(len(merged["launchers"]), 1)
     height = CELL_H * max(len(merged["scenarios"]), 1)
-    fig_w = LEFT + len(platforms) * width + (len(platforms) - 1) * GAP + RIGHT
-    fig_h = TOP + height + BOTTOM
+    fig_w = LEFT + across * width + (across - 1) * GAP + RIGHT
+    fig_h = len(rows) * (TOP + height + ROW_GAP) - ROW_GAP + BOTTOM
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
     FigureCanvasAgg(fig)
-    for index, entry in enumerate(platforms):
-        _panel(fig, entry, merged, LEFT + index * (width + GAP), width, height, index == 0)
+    for down, row in enumerate(rows):
+        bottom = BOTTOM + (len(rows) - 1 - down) * (TOP + height + ROW_GAP)
+        for index, entry in enumerate(row):
+            _panel(fig, entry, merged, LEFT + index * (width + GAP), bottom, width, height,
+                   index == 0)
     handles = [Patch(facecolor=c, label=v) for v, c in VERDICT_COLOURS.items()
                if v != "interrupted"]
     handles += [Patch(facecolor=NOT_RUN_COLOUR, label="not run"),
@@ -112,8 +139,8 @@ def figure(merged: dict):
                       label="not always as expected")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
                frameon=False, bbox_to_anchor=(0.5, 0.005))
-    fig.text(0.5, 0.045, "colour: the verdict observed most often; text: trials with the "
-             "expected verdict / trials", ha="center", fontsize=7)
+    fig.text(0.5, CAPTION_Y / fig_h, "colour: the verdict observed most often; text: trials "
+             "with the expected verdict / trials", ha="center", fontsize=7)
     return fig
 
 

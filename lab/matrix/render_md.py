@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from lab import matrix
+from lab.matrix import partial
+from lab.matrix.compare import warns
 from lab.matrix.recorded import REPO
 
 NOT_RUN_TEXT = "not run here"
@@ -19,7 +23,12 @@ the result. **to verdict** is the median number of seconds from the launch to th
 (for `ok`, to the exit). A platform without a results file is **not run here**: nothing is
 guessed for it. A **recorded** cell comes from a transcript captured elsewhere, named with it;
 an **illustrative** one from a transcript written by hand, which shows a shape and counts as
-nothing.
+nothing. **fork warning** is CPython's own `DeprecationWarning` ("This process is
+multi-threaded, use of fork() may lead to deadlocks in the child", new in 3.12): in how many
+trials it fired, and the most threads the process had when it did (what CPython counts); `-` on
+an interpreter that has no such warning. A partial run (`--only`, fewer `--trials`) replaces
+only the cells it ran: each cell keeps its own trials, date and versions, and a cell from
+another run than most of its panel says so.
 
 ![the matrix: one panel per platform, scenarios by launchers, coloured by observed \
 verdict](matrix.png)
@@ -57,7 +66,26 @@ def _observed(row: dict) -> str:
     return text
 
 
-def _row_line(row: dict, docs_dir: Path) -> str:
+def _warning(row: dict) -> str:
+    seen = row.get("fork_warning")
+    if seen is None or not warns(row.get("python")) or row["status"] != matrix.RUN:
+        return "-"
+    threads = f" ({seen['threads']} threads)" if seen.get("fired") and seen.get("threads") else ""
+    return f"{seen['fired']}/{row['trials']}{threads}"
+
+
+def _age(row: dict, main: str | None, python: str | None) -> str:
+    """A note for a cell from another run than most of its panel's (``main``)."""
+    ran = row.get("ran")
+    if not ran or main is None or ran == main or row["status"] not in partial.MEASURED:
+        return ""
+    when = "older than the rest, " if ran < main else ""
+    other = f", Python {row['python']}" if row.get("python") not in (None, python) else ""
+    return f" ({when}ran {ran[:10]}, {row['trials']} trial(s){other})"
+
+
+def _row_line(row: dict, docs_dir: Path, main: str | None = None,
+              python: str | None = None) -> str:
     if row["status"] == matrix.RECORDED:
         example = _link("transcript", _source_link(row["source"], docs_dir))
         rate = f"{row['rate']:.2f} (1 recording)"
@@ -68,8 +96,8 @@ def _row_line(row: dict, docs_dir: Path) -> str:
         example = _link("summary", row.get("example"))
         rate = "-" if row["rate"] is None else f"{row['rate']:.2f} ({row['trials']})"
     detect = "-" if row.get("median_detect_s") is None else f"{row['median_detect_s']:.2f} s"
-    return (f"| {row['scenario']} | {row['launcher']} | {row['expected']} | {_observed(row)} | "
-            f"{rate} | {detect} | {example} |")
+    return (f"| {row['scenario']} | {row['launcher']} | {row['expected']} | {_observed(row)}"
+            f"{_age(row, main, python)} | {rate} | {_warning(row)} | {detect} | {example} |")
 
 
 def _platform_line(entry: dict) -> str:
@@ -81,6 +109,12 @@ def _platform_line(entry: dict) -> str:
             + (f"; {shown}" if shown else "")).replace("  ", " ")
 
 
+def main_run(entry: dict) -> str | None:
+    """The start of the run most of the panel's measured cells come from."""
+    ran = Counter(r.get("ran") for r in entry["rows"] if r.get("ran"))
+    return ran.most_common(1)[0][0] if ran else None
+
+
 def _summary(entry: dict) -> str:
     rows = entry["rows"]
     ran = [r for r in rows if r["status"] == matrix.RUN]
@@ -89,7 +123,44 @@ def _summary(entry: dict) -> str:
                     if (n := sum(r["status"] == status for r in rows)))
     if entry["state"] != "run":
         return NOT_RUN_TEXT + extra
+    main = main_run(entry)
+    other = sum(bool(r.get("ran")) and r["ran"] != main for r in ran)
+    extra = (f"; {other} from another run" if other else "") + extra
     return f"{len(ran)} of {len(rows)} cells run, {len(good)} always as expected{extra}"
+
+
+def _run_lines(entry: dict) -> Iterator[str]:
+    """The run(s) a panel's cells come from, each as one line."""
+    runs = entry.get("runs") or ([entry["run"]] if entry.get("run") else [])
+    for run in runs:
+        state = "complete" if run.get("complete") else "**incomplete** (cut short)"
+        cells = f"; {run['cells']} cell(s) from it" if len(runs) > 1 and "cells" in run else ""
+        yield (f"`{run.get('command')}`: {run.get('trials')} trial(s) per cell, "
+               f"debugger {run.get('debugger')}, started {run.get('started')}, "
+               f"{run.get('seconds')} s, {state}{cells}.  ")
+
+
+def _differences(merged: dict) -> Iterator[str]:
+    """The short table of cells whose verdicts or fork warning differ by interpreter."""
+    found = merged.get("differences") or []
+    if not found:
+        return
+    yield "## Differences between interpreters\n"
+    yield ("Cells two interpreters of one platform both ran, where the verdicts their trials "
+           "saw differ, or where CPython >= 3.12 warned on one and not on the other.\n")
+    yield "| platform | scenario | launcher | differs in | observed, by interpreter |"
+    yield "|---|---|---|---|---|"
+    for diff in found:
+        seen = "; ".join(
+            f"py{'.'.join(str(s['python']).split('.')[:2])}: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items()))
+            + ("" if s["warned"] is None else
+               f", warned {s['warning']['fired']}/{s['trials']}" if s["warned"] else
+               ", no warning")
+            for s in diff["by"].values())
+        yield (f"| {diff['family']} | {diff['scenario']} | {diff['launcher']} | "
+               f"{' and '.join(diff['differs'])} | {seen} |")
+    yield ""
 
 
 def results_markdown(merged: dict, docs_dir: Path) -> str:
@@ -98,26 +169,33 @@ def results_markdown(merged: dict, docs_dir: Path) -> str:
     for entry in merged["platforms"]:
         out.append(f"| [{entry['id']}](#{entry['id'].replace('.', '')}) | {_summary(entry)} |")
     out.append("")
+    out.extend(_differences(merged))
     for entry in merged["platforms"]:
         out.append(f"## {entry['id']}\n")
-        if entry["state"] != "run":
+        version = matrix.OTHER_INTERPRETERS.get(entry["id"])
+        if entry["state"] != "run" and entry.get("why"):
+            out.append(f"**Not run here**: {entry['why']}.\n")
+        elif entry["state"] != "run" and version:
+            out.append(f"**Not run here**: there is no results file for this platform. It runs "
+                       f"on {entry.get('where')}: `python -m lab matrix --python {version}` "
+                       "there (or `make matrix PYTHONS=...`), then `python -m lab matrix merge "
+                       "results/*.json`.\n")
+        elif entry["state"] != "run":
             out.append(f"**Not run here**: there is no results file for this platform. It runs "
                        f"on {entry.get('where') or 'such a machine'}: "
                        "`.github/workflows/matrix.yml` does that, or run `python -m lab matrix` "
                        "there and `python -m lab matrix merge results/*.json` here.\n")
         else:
-            run = entry.get("run") or {}
-            state = "complete" if run.get("complete") else "**incomplete** (cut short)"
             out.append(f"{_platform_line(entry)}.  ")
-            out.append(f"`{run.get('command')}`: {run.get('trials')} trial(s) per cell, "
-                       f"debugger {run.get('debugger')}, started {run.get('started')}, "
-                       f"{run.get('seconds')} s, {state}.\n")
+            out.extend(_run_lines(entry))
+            out.append("")
         rows = entry["rows"]
         if rows:
-            out.append("| scenario | launcher | expected | observed | rate (trials) | to verdict "
-                       "| example |")
-            out.append("|---|---|---|---|---|---|---|")
-            out.extend(_row_line(row, docs_dir) for row in rows)
+            out.append("| scenario | launcher | expected | observed | rate (trials) | fork warning "
+                       "| to verdict | example |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            main, python = main_run(entry), entry["platform"].get("python")
+            out.extend(_row_line(row, docs_dir, main, python) for row in rows)
             out.append("")
         notes = sorted({(r["status"], r["why"]) for r in rows
                         if r["status"] in (matrix.RECORDED, matrix.ILLUSTRATIVE)})

@@ -1,8 +1,8 @@
 """Processes, whatever the platform: the backend seam and the helpers every observer uses.
 
-``backend()`` makes the platform's backend (Linux: /proc and cn_proc); the module-level helpers
-(``state``, ``alive``, ``send``, ``descendants``, ``wait_released``) answer through one shared
-reader of the same kind.
+``backend()`` makes the platform's backend (Linux: /proc and cn_proc; elsewhere, or with
+``LAB_BACKEND=portable``, psutil); the module-level helpers (``state``, ``alive``, ``send``,
+``descendants``, ``wait_released``) answer through one shared reader of the same kind.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ import signal
 import sys
 import time
 
+from lab.errors import BadInput
 from lab.process.backend import Backend, Exited, Forked, Gone, ProcInfo
 
 __all__ = ["Backend", "Exited", "Forked", "Gone", "ProcInfo", "alive", "backend",
-           "descendants", "end_popen", "reap_children", "send", "signal_name", "state",
-           "wait_released"]
+           "backend_name", "descendants", "end_popen", "linux_sources", "reap_children", "send",
+           "signal_name", "state", "wait_released"]
+
+BACKEND_VAR = "LAB_BACKEND"
+BACKENDS = ("linux", "portable")
 
 TARGET_RELEASE_TIMEOUT_S = 5.0  # a target leaving ptrace-stop once its debugger is gone
 STATE_POLL_S = 0.01  # interval when polling a process state, always under a deadline
@@ -24,15 +28,37 @@ STATE_POLL_S = 0.01  # interval when polling a process state, always under a dea
 _reader: Backend | None = None
 
 
+def backend_name() -> str:
+    """The backend in use: ``LAB_BACKEND`` when it is set, else "linux" on Linux and "portable"
+    elsewhere. Raises BadInput for a name that is not a backend, or "linux" off Linux."""
+    on_linux = sys.platform.startswith("linux")
+    chosen = os.environ.get(BACKEND_VAR, "").strip()
+    if not chosen:
+        return "linux" if on_linux else "portable"
+    if chosen not in BACKENDS:
+        raise BadInput(f"{BACKEND_VAR}={chosen!r} names no process backend; the backends are: "
+                       f"{', '.join(BACKENDS)}", f"unset {BACKEND_VAR} for this platform's own")
+    if chosen == "linux" and not on_linux:
+        raise BadInput(f"{BACKEND_VAR}=linux needs Linux (/proc, netlink); this is "
+                       f"{sys.platform}", f"unset {BACKEND_VAR}, or set it to portable")
+    return chosen
+
+
+def linux_sources() -> bool:
+    """May the lab read Linux-only sources (/proc/PID/task/TID/syscall, maps, comm; cn_proc)?
+    Only with the Linux backend: the portable one must run here exactly as it runs on a Mac."""
+    return backend_name() == "linux"
+
+
 def backend() -> Backend:
-    """A new backend for this platform (not opened yet)."""
-    if sys.platform.startswith("linux"):
+    """A new backend of the kind ``backend_name()`` names (not opened yet)."""
+    if backend_name() == "linux":
         from lab.linux.backend import LinuxBackend
 
         return LinuxBackend()
-    from lab.process.ps import PsBackend
+    from lab.portable.backend import PortableBackend
 
-    return PsBackend()
+    return PortableBackend()
 
 
 def _shared() -> Backend:
@@ -142,4 +168,4 @@ def wait_released(pid: int, was_stopped: bool, name: str) -> str | None:
         if time.monotonic() > end:
             held = f"traced by process {tracer}" if tracer else "stopped"
             return f"process {pid} is still {held} after {name} exited"
-        time.sleep(STATE_POLL_S)  # polling a /proc state under a deadline
+        time.sleep(STATE_POLL_S)  # polling a process state under a deadline

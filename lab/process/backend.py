@@ -2,9 +2,10 @@
 
 A backend answers questions about processes by PID (state, parent, session, threads, argv,
 children) and, where the OS can tell, reports forks and exits as they happen. The Linux one
-(``lab.linux.backend``) reads /proc and listens on the netlink process connector; a portable
-one serves systems without /proc. The observers and the ProcessTree only talk to this
-interface, so a backend can be added without touching them.
+(``lab.linux.backend``) reads /proc and listens on the netlink process connector; the portable
+one (``lab.portable.backend``, psutil) serves macOS, Windows and ``LAB_BACKEND=portable``. The
+observers and the ProcessTree only talk to this interface, so a backend can be added without
+touching them.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ class Exited:
 
 
 class Backend(Protocol):
-    mode: str  # the evidence's watch_mode: "netlink", "polling", ...
+    mode: str  # the evidence's watch_mode: "netlink", "polling", "portable"
     note: str | None  # what this mode cannot see, for the evidence's watch_note
+    sees_syscalls: bool  # do threads() name the syscall each thread waits in (a proof's basis)
+    adopts_orphans: bool  # do orphans come back to the lab (a subreaper), as children() shows
 
     def open(self) -> None:
         """Prepare to follow a tree started after this call (subreaper, event source)."""

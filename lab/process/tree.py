@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 from lab import evidence as ev, interrupts, redact
 from lab.errors import BadInput, CommandNotFound
-from lab.process import reap_children, signal_name
+from lab.process import exits, reap_children
 from lab.process.backend import Backend, Exited, Forked, Gone
-from lab.verdicts import Verdict
 
 POLL_INTERVAL_S = 0.02  # the longest wait for an event before /proc is sampled again
 TERM_GRACE_S = 1.0
@@ -178,29 +177,37 @@ class ProcessTree:
             return
         member.finished, member.wait_status, member.finished_at = True, wait_status, when
         record = member.record
-        settled = record.killed_by_lab or record.verdict is not None
         if wait_status is None:
-            if not settled:
+            if not (record.killed_by_lab or record.verdict is not None):
                 record.detail = ("exited; its exit status was not observed (reaped by its own "
-                                 "parent between two polls: the process connector was not "
-                                 "available)")
+                                 "parent between two polls: no exit events here, from a "
+                                 "process connector)")
             return
-        if os.WIFSIGNALED(wait_status):
-            number = os.WTERMSIG(wait_status)
-            record.exit_code = -number
-            if settled:
-                record.signal = record.signal or signal_name(number)
-                return
-            record.signal = signal_name(number)
-            record.verdict = Verdict.CRASH.value
-            core = " (core dumped)" if os.WCOREDUMP(wait_status) else ""
-            record.detail = f"killed by {record.signal}{core}, a signal the lab did not send"
-        elif os.WIFEXITED(wait_status):
-            record.exit_code = os.WEXITSTATUS(wait_status)
-            if settled:
-                return
-            record.verdict = Verdict.OK.value if record.exit_code == 0 else Verdict.ERROR.value
-            record.detail = f"exited with status {record.exit_code}"
+        self._ended(record, exits.from_wait_status(wait_status))
+
+    def reported(self, pid: int, ppid: int | None, code: int, when: float) -> None:
+        """The end of a descendant as its own parent reported it (``Popen.returncode``), for a
+        backend without exit events: it would see the process without its status, or not at
+        all when it ended between two polls. A status seen by the lab itself wins."""
+        if self.backend.fileno() is not None:
+            return  # the process connector reports every exit itself, with the wait status
+        member = self.members.get(pid)
+        if member is None:
+            member = self.add(pid, ppid)
+            _LIVE_PIDS.discard(pid)  # it has ended: its PID is nothing for the backstop to kill
+        if member.finished and member.wait_status is not None:
+            return
+        member.finished, member.finished_at = True, member.finished_at or when
+        self._ended(member.record, exits.from_returncode(code))
+
+    @staticmethod
+    def _ended(record: ev.ProcessRecord, ending: exits.Ending) -> None:
+        record.exit_code = ending.exit_code
+        if record.killed_by_lab or record.verdict is not None:
+            record.signal = record.signal or ending.signal
+            return
+        record.signal, record.verdict, record.detail = (ending.signal, ending.verdict.value,
+                                                        ending.detail)
 
     # -- stopping --------------------------------------------------------------------------------
 
@@ -226,14 +233,22 @@ class ProcessTree:
             _LIVE_PIDS.discard(pid)
         _SESSIONS.discard(self.root.pid)
 
-    def _strays(self) -> list[int]:
+    def adopt_strays(self) -> bool:
+        """Where orphans do not come back to the lab (no subreaper: the portable backend),
+        register the run's processes that left the tree (a double-fork daemon) by the run's
+        marker; True when there were any. For the end of a run: it reads every process."""
+        if self.backend.adopts_orphans:
+            return False
+        return bool(self._strays("found by the run's marker: it left the tree (a daemon)"))
+
+    def _strays(self, why: str = "found by the run's marker when the run ended") -> list[int]:
         """Processes with this run's marker that the tree never saw (a daemon in a session of
         its own, missed between two polls): registered now, so that they are stopped too."""
         if not self.run_id:
             return []
         found = [pid for pid in self.backend.marked(self.run_id) if pid not in self.members]
         for pid in found:
-            self.add(pid, None).record.detail = "found by the run's marker when the run ended"
+            self.add(pid, None).record.detail = why
         return found
 
     def live(self) -> list[int]:

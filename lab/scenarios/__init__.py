@@ -23,6 +23,20 @@ class MissingPackage(LabError):
     exit_status = 9
 
 
+MP_DEFAULT = "mp-default"  # multiprocessing's default start method (lab.launchers.mp_default)
+
+
+def with_mp_default(expected: dict[str, str]) -> dict[str, str]:
+    """``expected`` plus ``mp-default``, which expects what the launcher of this interpreter's
+    default start method expects (fork on Linux before 3.14, spawn on macOS), when the entry
+    has that launcher; a target in another interpreter resolves it again (``expectation``)."""
+    import multiprocessing
+
+    # the first is the default (the multiprocessing docs), and asking fixes nothing
+    row = expected.get(f"mp-{multiprocessing.get_all_start_methods()[0]}")
+    return expected if row is None else {**expected, MP_DEFAULT: row}
+
+
 class CatalogEntry:
     """What every catalog entry offers; subclasses set the attributes and ``target``."""
 
@@ -33,6 +47,12 @@ class CatalogEntry:
     default_timeout: float = 60.0
     fixed_of: str | None = None  # the broken scenario this one is the fixed twin of
     fix: str = ""  # one line: what the fix is
+    any_interpreter = True  # False: runs only in the lab's own interpreter (no --python)
+    # sys.platform -> launcher -> the verdict the mechanism predicts there, where it differs
+    # from ``expected`` (measured on Linux): a prediction until that platform's results file
+    # records it (docs/MACOS.md)
+    predicted: dict[str, dict[str, str]] = {}
+    needs_linux: str = ""  # why the entry runs only on Linux, whatever the backend
 
     @property
     def default_launcher(self) -> str:
@@ -41,6 +61,22 @@ class CatalogEntry:
     def missing(self, launcher: str | None = None) -> list[str]:
         """The packages missing here to run ``launcher`` (any launcher when None)."""
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def expectation(self, launcher: str, start_method: str | None = None) -> str:
+        """The verdict expected under ``launcher``; ``mp-default`` expects what the launcher of
+        the start method it turns out to be (``start_method``) expects, where the entry has one."""
+        if launcher == MP_DEFAULT and start_method:
+            return self.expected.get(f"mp-{start_method}", self.expected[launcher])
+        return self.predicted.get(sys.platform, {}).get(launcher) or self.expected[launcher]
+
+    def why_not_here(self, launcher: str | None = None) -> str | None:
+        """Why ``launcher`` (any, when None) of this entry cannot run here, or None."""
+        missing = self.missing(launcher)
+        if missing:
+            return f"missing: {', '.join(missing)}"
+        if self.needs_linux and not sys.platform.startswith("linux"):
+            return f"needs Linux: {self.needs_linux}"
+        return None
 
     def fixes(self, launcher: str) -> tuple[str | None, str | None]:
         """(the broken entry it fixes, the fix in one line) for one launcher of this entry."""
@@ -72,12 +108,11 @@ class CatalogEntry:
 
     def row(self) -> dict[str, Any]:
         """This entry as `lab list --json` shows it."""
-        missing = self.missing()
+        why_not = self.why_not_here()
         return {"name": self.name, "summary": self.summary, "expected": dict(self.expected),
                 "launchers": list(self.expected), "requires": list(self.requires),
-                "runnable": not missing and sys.platform == "linux",
-                "why_not": (f"missing: {', '.join(missing)}" if missing else
-                            None if sys.platform == "linux" else "needs Linux"),
+                "runnable": why_not is None, "why_not": why_not,
+                "predicted": self.predicted.get(sys.platform) or None,
                 "fixed_of": self.fixed_of, "fix": self.fix or None}
 
     def target(self, launcher: str, python: str | None = None) -> Target:
@@ -105,6 +140,8 @@ class Scenario(CatalogEntry):
     check: Callable[[Any, int], tuple[str, str] | None] | None = None
     fixed_of: str | None = None  # the broken scenario this one is the fixed twin of
     fix: str = ""  # one line: what the fix is
+    predicted: dict[str, dict[str, str]] = field(default_factory=dict)
+    needs_linux: str = ""
 
     def target(self, launcher: str, python: str | None = None) -> Target:
         """Run in ``lab.scenarios.host`` under ``launcher`` (in interpreter ``python`` when
@@ -114,9 +151,11 @@ class Scenario(CatalogEntry):
 
         launchers.get(launcher)
         self.check_launcher(launcher)
-        interpreter, version = sys.executable, None
+        interpreter, version, start_method = sys.executable, None, None
         if python is not None:
-            interpreter, version, missing = interpreters.probe(python, self.requires)
+            found = interpreters.describe(python, self.requires)
+            interpreter, version, missing = found.path, found.version, found.missing
+            start_method = found.start_method
         else:
             missing = self.missing()
         if missing:
@@ -125,7 +164,7 @@ class Scenario(CatalogEntry):
                             launcher],
                       label=f"{self.name}-{launcher}", env=dict(self.env), cwd=str(REPO),
                       timeout=self.default_timeout, scenario=self.name, launcher=launcher,
-                      expected=self.expected[launcher], side_channel=True,
+                      expected=self.expectation(launcher, start_method), side_channel=True,
                       scratch_env="LAB_SCRATCH_DIR", python_version=version)
 
 

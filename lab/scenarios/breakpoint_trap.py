@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lab.scenarios import Scenario
+from lab.scenarios import Scenario, with_mp_default
 
 SOURCE = Path(__file__).resolve().parents[1] / "native" / "breakpoint_trap.c"
 # -g: debuggers name the source line of the trap; eh_frame lets them unwind into ctypes.
@@ -60,7 +60,7 @@ SCENARIO = Scenario(
     name="breakpoint-trap",
     summary="A child executes int3 (x86-64) / brk #0x1 (arm64), like libdispatch on macOS: "
             "SIGTRAP.",
-    expected={"fork": "crash", "mp-fork": "crash", "mp-spawn": "crash"},
+    expected=with_mp_default({"fork": "crash", "mp-fork": "crash", "mp-spawn": "crash"}),
     prepare=prepare,
     child=child,
     handoff=lambda path, pickles: path,

@@ -6,8 +6,8 @@ import gc
 import os
 import tempfile
 
-from lab.scenarios import Scenario
-from lab.scenarios.chromadb_tokio import DOCUMENTS, open_collection, seed
+from lab.scenarios import Scenario, with_mp_default
+from lab.scenarios.chromadb_tokio import DOCUMENTS, open_collection, seed, trap_on_darwin
 
 SPAWN_ROWS = {"mp-spawn": "ok", "mp-forkserver": "ok"}
 
@@ -35,7 +35,8 @@ def ephemeral_child(payload):
 EPHEMERAL = Scenario(
     name="chromadb-ephemeral",
     summary="ChromaDB EphemeralClient (in memory) used in the parent, queried in a forked child.",
-    expected={"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_ROWS},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_ROWS}),
+    predicted=trap_on_darwin("fork", "mp-fork"),
     prepare=_ephemeral,
     child=ephemeral_child,
     handoff=lambda state, pickles: None if pickles else state,
@@ -63,7 +64,8 @@ EXIT_HANG = Scenario(
     summary="A forked child that never touches ChromaDB hangs at interpreter exit, "
             "when the inherited client is garbage-collected.",
     # multiprocessing children leave with os._exit: no finalization, so no hang there.
-    expected={"fork": "deadlock", "mp-fork": "ok"},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "ok"}),
+    predicted=trap_on_darwin("fork"),
     prepare=_persistent,
     child=exit_child,
     handoff=lambda state, pickles: state,
@@ -119,7 +121,7 @@ def lazy_child(path):
 LAZY = Scenario(
     name="chromadb-lazy-init",
     summary="Fixed twin of chromadb-tokio: the client is created in the child, after fork.",
-    expected={"fork": "ok", "mp-fork": "ok", "pool-fork": "ok"},
+    expected=with_mp_default({"fork": "ok", "mp-fork": "ok", "pool-fork": "ok"}),
     prepare=lazy_prepare,
     child=lazy_child,
     requires=("chromadb",),

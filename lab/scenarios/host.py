@@ -47,10 +47,37 @@ def _tap_warnings() -> None:
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         reports.send(Event.WARNING, pid=os.getpid(), category=category.__name__,
-                     message=str(message), file=filename, line=lineno)
+                     message=str(message), file=filename, line=lineno, threads=_os_threads())
         return original(message, category, filename, lineno, file, line)
 
     warnings.showwarning = showwarning
+
+
+def _os_threads() -> int | None:
+    """This process's thread count where CPython >= 3.12 reads it for its fork warning
+    (Modules/posixmodule.c, warn_about_fork_with_threads: field 20 of /proc/self/stat on
+    Linux); the warning is shown from inside that function, so the count is the one it saw.
+    None where there is no /proc."""
+    try:
+        with open("/proc/self/stat", "rb") as stat:
+            # the name (field 2) may hold spaces and parentheses: count from the last ")"
+            return int(stat.read().rsplit(b")", 1)[1].split()[17])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _reaped(pid: int) -> bool:
+    """Is ``pid`` gone, its status the one ``wait()`` returned? Not so for a pool's worker,
+    whose ``wait()`` says how the job ended while the worker may still run."""
+    if sys.platform == "win32":
+        return False  # os.kill(pid, 0) would send CTRL_C_EVENT there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def run_child(name: str, state) -> None:
@@ -82,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # e.g. TypeError: cannot pickle 'builtins.Bindings' object
         report_finding(os.getpid(), "error", f"launch failed: {type(exc).__name__}: {exc}")
         raise
+    reports.send(Event.LAUNCH, pid=os.getpid(), launcher=args.launcher,
+                 method=getattr(child, "started_with", launcher.method))
     code = child.wait()
+    if _reaped(child.pid):  # for a lab that cannot see the child's end (no exit events)
+        reports.send(Event.EXIT, pid=child.pid, ppid=os.getpid(), code=code)
     print(f"parent: child {child.pid} ended with {code}", flush=True)
     if scenario.check is not None:
         finding = scenario.check(state, code)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 
-from lab.scenarios import Scenario
+from lab.scenarios import Scenario, with_mp_default
 
 # The pools' jobs travel by pickle, so a pool-fork worker opens the path too.
 PICKLED_ROWS = ("pool-fork", "mp-spawn", "mp-forkserver", "pool-spawn")
@@ -72,7 +72,8 @@ KUZU = Scenario(
     summary="A Kuzu connection used in the parent, queried in a forked child: deadlock; a "
             "child that opens the same path instead (spawn, pools) fails on the parent's "
             "file lock: error.",
-    expected={"fork": "deadlock", "mp-fork": "deadlock", **dict.fromkeys(PICKLED_ROWS, "error")},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "deadlock",
+                              **dict.fromkeys(PICKLED_ROWS, "error")}),
     prepare=prepare,
     child=child,
     handoff=handoff,
@@ -86,7 +87,7 @@ KUZU_CLOSED = Scenario(
     name="kuzu-close-before-launch",
     summary="Fixed twin of kuzu: the parent closes its Connection and Database before the "
             "launch; every child opens the database by path and queries it.",
-    expected=dict.fromkeys(("fork", "mp-fork", *PICKLED_ROWS), "ok"),
+    expected=with_mp_default(dict.fromkeys(("fork", "mp-fork", *PICKLED_ROWS), "ok")),
     prepare=closed_prepare,
     child=child,
     requires=("kuzu",),

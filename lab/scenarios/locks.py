@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 
-from lab.scenarios import Scenario
+from lab.scenarios import Scenario, with_mp_default
 
 SPAWN_OK = {"mp-spawn": "ok"}
 
@@ -39,7 +39,7 @@ def python_child(_payload):
 PYTHON_LOCK = Scenario(
     name="python-lock-held",
     summary="A threading.Lock held by a background thread at fork; the child acquires it.",
-    expected={"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_OK},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_OK}),
     prepare=python_prepare,
     child=python_child,
     handoff=lambda state, pickles: None,
@@ -63,7 +63,7 @@ PYTHON_LOCK_REINIT = Scenario(
     name="python-lock-reinit",
     summary="Fixed twin of python-lock-held: os.register_at_fork(after_in_child=...) "
             "replaces the lock in the child.",
-    expected={"fork": "ok", "mp-fork": "ok"},
+    expected=with_mp_default({"fork": "ok", "mp-fork": "ok"}),
     prepare=reinit_prepare,
     child=python_child,
     handoff=lambda state, pickles: None,
@@ -99,7 +99,7 @@ NATIVE_MUTEX = Scenario(
     name="native-mutex-held",
     summary="A pthread mutex held by a native thread that threading does not know; "
             "the child locks it.",
-    expected={"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_OK},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "deadlock", **SPAWN_OK}),
     prepare=native_prepare,
     child=native_child,
     handoff=lambda state, pickles: None,
@@ -151,7 +151,7 @@ LOGGING_LOCK = Scenario(
     name="logging-lock",
     summary="A thread inside a logging handler at fork; the child logs. CPython re-creates "
             "handler locks in the child (bpo-6721), so this one survives.",
-    expected={"fork": "ok", "mp-fork": "ok"},
+    expected=with_mp_default({"fork": "ok", "mp-fork": "ok"}),
     prepare=logging_prepare,
     child=logging_child,
     check=logging_check,
@@ -178,6 +178,10 @@ def buffered_prepare():
     started.wait()
     _wait_until_blocked_writing(thread.native_id)
     return read_end, writer
+
+
+BLOCKED_WRITING = ("the parent waits until its writer thread blocks in write(), which only "
+                   "/proc/PID/task/TID/syscall shows")
 
 
 def _wait_until_blocked_writing(tid: int, deadline_s: float = 10.0):
@@ -216,7 +220,8 @@ def buffered_fresh_child(state):
 BUFFERED_WRITER = Scenario(
     name="buffered-writer-lock",
     summary="A thread blocked writing to a BufferedWriter at fork; the child writes to it.",
-    expected={"fork": "deadlock", "mp-fork": "deadlock"},
+    expected=with_mp_default({"fork": "deadlock", "mp-fork": "deadlock"}),
+    needs_linux=BLOCKED_WRITING,
     prepare=buffered_prepare,
     child=buffered_child,
     expected_threads=("writer",),
@@ -226,7 +231,8 @@ BUFFERED_WRITER = Scenario(
 BUFFERED_WRITER_FRESH = Scenario(
     name="buffered-writer-fresh",
     summary="Fixed twin of buffered-writer-lock: the child writes through a new file object.",
-    expected={"fork": "ok", "mp-fork": "ok"},
+    expected=with_mp_default({"fork": "ok", "mp-fork": "ok"}),
+    needs_linux=BLOCKED_WRITING,
     prepare=buffered_prepare,
     child=buffered_fresh_child,
     fixed_of="buffered-writer-lock",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from lab.scenarios import Scenario
+from lab.scenarios import Scenario, with_mp_default
 
 FORK_ROWS = ("fork", "mp-fork", "pool-fork")
 SPAWN_ROWS = {"mp-spawn": "ok", "mp-forkserver": "ok", "pool-spawn": "ok"}
@@ -62,7 +62,7 @@ TOKENIZERS = Scenario(
     name="tokenizers",
     summary="tokenizers with TOKENIZERS_PARALLELISM=true: a batch encode in the parent, then "
             "one in the forked child, which waits forever on the vanished Rayon pool.",
-    expected={**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS},
+    expected=with_mp_default({**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS}),
     prepare=tokenizers_prepare,
     child=tokenizers_child,
     handoff=no_pickle,
@@ -79,7 +79,7 @@ TOKENIZERS_UNSET = Scenario(
     name="tokenizers-parallelism-unset",
     summary="Fixed twin of tokenizers: TOKENIZERS_PARALLELISM unset, so tokenizers' own "
             "fork handler turns parallelism off in the child (silently, in 0.23) and it encodes.",
-    expected={**dict.fromkeys(FORK_ROWS, "ok"), **SPAWN_ROWS},
+    expected=with_mp_default({**dict.fromkeys(FORK_ROWS, "ok"), **SPAWN_ROWS}),
     prepare=unset_prepare,
     child=tokenizers_child,
     handoff=no_pickle,
@@ -126,7 +126,7 @@ POLARS = Scenario(
     name="polars",
     summary="A Polars group_by in the parent, then one in the forked child, which waits "
             "forever on the vanished polars-N pool (Polars' docs: use spawn).",
-    expected={**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS},
+    expected=with_mp_default({**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS}),
     prepare=polars_prepare,
     child=polars_child,
     handoff=no_pickle,

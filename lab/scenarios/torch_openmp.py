@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from lab.scenarios import Scenario
+from lab.scenarios import Scenario, with_mp_default
 
 THREADS = 4
 SPIN_THREADS = 2
@@ -90,7 +90,7 @@ OPENMP_THREADS = Scenario(
     name="openmp-threads",
     summary="torch.set_num_threads(4) and a parallel op before fork: the child's parallel op "
             "waits forever at libgomp's team barrier (blocked in a private futex: deadlock).",
-    expected={**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS},
+    expected=with_mp_default({**dict.fromkeys(FORK_ROWS, "deadlock"), **SPAWN_ROWS}),
     prepare=prepare,
     child=child,
     handoff=handoff,
@@ -104,7 +104,8 @@ OPENMP_SPIN = Scenario(
     name="openmp-threads-spin",
     summary="openmp-threads with OMP_WAIT_POLICY=ACTIVE and 2 threads: the child spins at "
             "100 % CPU at the team barrier and never finishes (livelock: hang).",
-    expected=dict.fromkeys(FORK_ROWS, "hang"),  # its spawn rows: see openmp-threads
+    # its spawn rows: see openmp-threads
+    expected=with_mp_default(dict.fromkeys(FORK_ROWS, "hang")),
     prepare=spin_prepare,
     child=child,
     handoff=handoff,
@@ -119,7 +120,7 @@ OPENMP_SINGLE = Scenario(
     name="openmp-single-thread",
     summary="Fixed twin of openmp-threads: torch.set_num_threads(1) before fork; the child's "
             "op runs on the calling thread alone and returns.",
-    expected=dict.fromkeys(FORK_ROWS, "ok"),  # its spawn rows: see openmp-threads
+    expected=with_mp_default(dict.fromkeys(FORK_ROWS, "ok")),  # its spawn rows: see openmp-threads
     prepare=single_prepare,
     child=child,
     handoff=handoff,

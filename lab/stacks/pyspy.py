@@ -137,7 +137,11 @@ def _failure(pid: int, stderr: str) -> dict[str, str]:
         return {"error": f"process {pid} is not a Python process py-spy can read ({said})",
                 "reason": "not-python"}
     if "permission denied" in text or "operation not permitted" in text:
-        return {"error": f"py-spy may not read process {pid} ({said})", "reason": "refused"}
+        # macOS: task_for_pid() is refused to anyone but root, whoever owns the target
+        why = ("; on macOS py-spy reads another process only as root (sudo)"
+               if sys.platform == "darwin" and os.geteuid() != 0 else "")
+        return {"error": f"py-spy may not read process {pid} ({said}){why}",
+                "reason": "refused"}
     return {"error": f"py-spy failed on process {pid}: {said}", "reason": "failed"}
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from lab.evidence import ThreadState
 from lab.process.backend import SignalState
 
+PROOF = "procfs-syscalls"  # the evidence's ``proof`` of a deadlock proven here
+
 # How long every thread's wait must stay identical before the deadlock counts as proven, and
 # how many samples that span must hold. 0.1 s keeps the proof well under the 0.3 s target.
 STABLE_S = 0.1
@@ -37,6 +39,9 @@ MIN_SAMPLES = 3
 SPIN_INTERVALS = 3
 SPIN_WINDOW_S = 1.0
 HISTORY = 64  # samples kept per process (about 1.3 s at the 20 ms poll interval)
+# Without syscalls (the portable backend): how long a process must sleep with its CPU time
+# unchanged before a debugger looks at its stacks for a proof (lab.watch.stackproof).
+QUIET_S = 0.5
 
 
 def waits_forever(thread: ThreadState) -> bool:
@@ -93,6 +98,26 @@ class DeadlockWatch:
         return self.proven
 
 
+def quiet_for(watch: DeadlockWatch) -> float:
+    """How long every thread of the process has slept with its CPU time unchanged, by the
+    samples: where the backend shows no syscalls, the sign that a debugger's look is due."""
+    if not watch.history:
+        return 0.0
+    last_at, last = watch.history[-1]
+
+    def shape(threads):
+        return sorted((t.tid, t.cpu_ticks) for t in threads)
+
+    if not last or any(t.state not in "SD" for t in last):
+        return 0.0
+    since = last_at
+    for at, threads in reversed(watch.history):
+        if shape(threads) != shape(last) or any(t.state not in "SD" for t in threads):
+            break
+        since = at
+    return last_at - since
+
+
 def describe_deadlock(threads: list[ThreadState]) -> str:
     words = sorted({f"{t.syscall.futex.op} on {t.syscall.futex.uaddr}" for t in threads})
     count = len(threads)
@@ -103,8 +128,9 @@ def describe_deadlock(threads: list[ThreadState]) -> str:
     )
 
 
-def describe_wait(thread: ThreadState) -> str:
-    """One phrase for what a thread is doing, e.g. "futex wait with timeout"."""
+def describe_wait(thread: ThreadState, syscalls: bool = True) -> str:
+    """One phrase for what a thread is doing, e.g. "futex wait with timeout". ``syscalls``:
+    does the backend show them (the portable one does not)."""
     if thread.state == "R":
         return "running"
     if thread.state in ("T", "t"):
@@ -112,6 +138,8 @@ def describe_wait(thread: ThreadState) -> str:
     if thread.state == "Z":
         return "zombie"
     call = thread.syscall
+    if call is None and not syscalls:
+        return f"state {thread.state} (this backend shows no syscall)"
     if call is None:
         return f"state {thread.state} ({thread.wchan or 'outside a syscall'})"
     if call.futex is not None:
@@ -131,7 +159,7 @@ def describe_wait(thread: ThreadState) -> str:
     return names.get(call.name, f"in {call.name}()")
 
 
-def describe_unfinished(watch: DeadlockWatch) -> str:
+def describe_unfinished(watch: DeadlockWatch, syscalls: bool = True) -> str:
     """Describe a process that has not finished: spinning (livelock) or blocked, and where.
 
     Spinning means busy *now*: a thread running in the last sample, or CPU time rising in each
@@ -156,7 +184,7 @@ def describe_unfinished(watch: DeadlockWatch) -> str:
         names = ", ".join(f"{t.tid} ({t.name})" for t in busy[:4])
         return (f"livelock: spinning, not blocked — busy thread(s) {names}, about {share:.0%} "
                 f"of a CPU over the last {t1 - t0:.2f} s")
-    waits = sorted({describe_wait(t) for t in last})
+    waits = sorted({describe_wait(t, syscalls) for t in last})
     return "blocked, not a proven deadlock: " + "; ".join(waits)
 
 

@@ -26,7 +26,7 @@ from lab.process.tree import POLL_INTERVAL_S, Member
 from lab.session import Observer, RunSession
 from lab.target import Target
 from lab.verdicts import Verdict, worst
-from lab.watch import capture, judge
+from lab.watch import capture, judge, stackproof
 
 __all__ = ["FAST_S", "POLL_INTERVAL_S", "SLOW_S", "Watcher", "watch"]
 
@@ -47,15 +47,37 @@ class Watcher(Observer):
         self.wakeups: dict[int, str] = {}  # what can still end a process's wait
         self.proven: list[int] = []  # deadlocked processes, the first one first
         self.deadlocked: int | None = None
+        self.probed: dict[int, stackproof.StackProof] = {}  # a debugger's look at a quiet one
+        self.quiet: int | None = None  # the process follow() stopped for, to be probed
+        self.probing = False  # set per run: no syscalls to prove from, and a debugger to ask
 
     def run(self, session: RunSession) -> None:
         prefix = capture.strace_prefix(session) if session.options.strace else None
         session.launch(argv_prefix=prefix)
+        self.probing = (not session.backend.sees_syscalls and not session.options.strace
+                        and capture.debugger_name(session) != "none")
         outcome = self.follow(session)
-        self.judge(session, outcome)
+        while outcome == "quiet" and not self.probe(session, self.quiet):
+            outcome = self.follow(session)
+        self.judge(session, "deadlock" if outcome == "quiet" else outcome)
         target = self.debug_target(session)
-        capture.with_debugger(session, target)
+        if target not in self.probed:
+            capture.with_debugger(session, target)
+            self.prove_from_stacks(session, target)
         capture.with_gcore(session, target)
+
+    def probe(self, session: RunSession, pid: int) -> bool:
+        """The debugger's look at a quiet process (it is left running); True when its stacks
+        prove a deadlock. Each process is looked at once."""
+        capture.with_debugger(session, pid)
+        info = session.evidence.debugger
+        found = (stackproof.judge(info) if info is not None and not info.error else
+                 stackproof.StackProof(False, "the debugger's capture failed"))
+        self.probed[pid] = found
+        if found.proven:
+            self.proven.append(pid)
+            self.deadlocked, session.verdict_at = pid, time.monotonic()
+        return found.proven
 
     def conclude(self, session: RunSession) -> None:
         if session.options.strace:
@@ -92,12 +114,20 @@ class Watcher(Observer):
                 grace_end = now + judge.STABLE_S + 2 * FAST_S
             if grace_end is not None and (now >= grace_end or not self._candidates(tree)):
                 return "deadlock"
-            if grace_end is None and tree.all_finished():
+            if grace_end is None and tree.all_finished() and not tree.adopt_strays():
                 session.verdict_at = time.monotonic()
                 return "finished"
             if grace_end is None and now >= deadline:
                 session.verdict_at = now
                 return "timeout"
+            if grace_end is None and self.probing:
+                # the newest first: a blocked child before the parent that waits for it
+                self.quiet = next((pid for pid in reversed(tree.unfinished())
+                                   if pid not in self.probed
+                                   and judge.quiet_for(self.samples.get(
+                                       pid, judge.DeadlockWatch())) >= judge.QUIET_S), None)
+                if self.quiet is not None:
+                    return "quiet"
             upcoming = [self.due.get(pid, now) for pid in tree.unfinished()]
             until = min([deadline, *upcoming, *([grace_end] if grace_end else [])])
             tree.wait(max(0.0, min(until - now, SLOW_S)), extra=[session.channel])
@@ -152,13 +182,22 @@ class Watcher(Observer):
                     _handled_by_parent(member)
                 continue
             seen = self.samples.get(pid, judge.DeadlockWatch())
+            if pid in self.proven and pid in self.probed:
+                record.verdict, record.proof = Verdict.DEADLOCK.value, self.probed[pid].proof
+                record.detail = self.probed[pid].detail
+                continue
             if pid in self.proven:
                 record.verdict = Verdict.DEADLOCK.value
                 record.detail = judge.describe_deadlock(record.threads)
+                record.proof = judge.PROOF
                 self._lock_forensics(session, pid, record)
                 continue
             record.verdict = Verdict.HANG.value
-            why = judge.describe_unfinished(seen)
+            why = judge.describe_unfinished(seen, session.backend.sees_syscalls)
+            if pid in self.probed:
+                why = f"{why}; {self.probed[pid].detail}"
+            elif not session.backend.sees_syscalls and not self.probing:
+                why += "; with --debugger lldb (or gdb) its stacks can prove a deadlock"
             if pid in self.wakeups:
                 why = f"blocked, not a proven deadlock: {self.wakeups[pid]}"
             if outcome == "timeout":
@@ -177,6 +216,29 @@ class Watcher(Observer):
         where = f" (PID {culprit})" if culprit else ""
         session.progress.stage("verdict", f"{evidence.verdict}{where} after "
                                f"{evidence.detect_s:.3f} s")
+
+    def prove_from_stacks(self, session: RunSession, target: int | None) -> None:
+        """Where /proc gave no proof (the portable backend sees no syscalls), the debugger's
+        capture of a hanging process may: every thread in a wait without a timeout."""
+        info, member = session.evidence.debugger, session.tree.members.get(target or -1)
+        if session.backend.sees_syscalls:
+            return  # /proc's proof, with its signal rules (judge), is the one that counts
+        if info is None or info.error or member is None or self.deadlocked:
+            return
+        record = member.record
+        if record.verdict != Verdict.HANG.value:
+            return
+        found = stackproof.judge(info)
+        if not found.proven:
+            record.detail += f"; {found.detail}"
+            return
+        record.verdict, record.proof = Verdict.DEADLOCK.value, found.proof
+        record.detail = f"{found.detail} (watched {record.detail})"
+        session.evidence.verdict = worst(r.verdict for r in session.tree.records
+                                         if r.verdict).value
+        session.write()
+        session.progress.stage("verdict", f"{session.evidence.verdict} (PID {target}): "
+                               f"{found.detail}")
 
     def _describe(self, session: RunSession, pid: int, record: ev.ProcessRecord) -> None:
         """The argv as it is now (after an exec) and the signals, for the evidence."""

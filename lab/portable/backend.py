@@ -1,0 +1,138 @@
+"""A process backend on psutil: the tree, states, threads and CPU times on any OS psutil serves.
+
+It reads no Linux-only source (no /proc/PID/syscall, no netlink process connector, no
+subreaper), so on Linux (``LAB_BACKEND=portable``) it runs the code a Mac runs. What that costs:
+no fork or exit events (the tree is polled), no syscall a thread waits in (a deadlock is proven
+from the debugger's stacks instead, ``lab.watch.stackproof``), no signal masks, no tracer PID.
+The lab is the root's parent and reaps it with waitpid(2), so the root's exit status is always
+seen; a descendant reaped by its own parent between two polls is seen without its status.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+
+from lab.evidence import ThreadState
+from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo
+
+NOTE = ("portable backend (psutil): the tree is polled; a descendant reaped by its own parent "
+        "between two polls is seen without its exit status; threads show no syscall, so a "
+        "deadlock is proven only from a debugger's stacks; signal masks and tracers are not seen")
+
+# psutil's status names -> the one-letter states of ps(1) and /proc (proc(5)); macOS "idle"
+# is a process that is just created or idle, which is a sleep to the judge.
+_LETTER = {
+    psutil.STATUS_RUNNING: "R", psutil.STATUS_SLEEPING: "S", psutil.STATUS_DISK_SLEEP: "D",
+    psutil.STATUS_STOPPED: "T", psutil.STATUS_TRACING_STOP: "t", psutil.STATUS_ZOMBIE: "Z",
+    psutil.STATUS_DEAD: "X", psutil.STATUS_IDLE: "S", psutil.STATUS_WAKING: "R",
+    psutil.STATUS_PARKED: "S", psutil.STATUS_WAITING: "S", psutil.STATUS_LOCKED: "S",
+}
+TICKS_PER_S = 100  # ThreadState.cpu_ticks are clock ticks of 10 ms, as /proc reports them
+
+
+def _process(pid: int) -> psutil.Process:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        raise Gone(pid) from None
+
+
+def _call(pid: int, method: str):
+    """``psutil.Process(pid).method()``; raises Gone, PermissionError."""
+    try:
+        return getattr(_process(pid), method)()
+    except psutil.ZombieProcess:
+        raise Gone(pid) from None
+    except psutil.NoSuchProcess:
+        raise Gone(pid) from None
+    except psutil.AccessDenied:
+        raise PermissionError(f"not allowed to read process {pid}") from None
+
+
+class PortableBackend:
+    sees_syscalls = False
+    adopts_orphans = False
+
+    def __init__(self):
+        self.mode, self.note = "portable", NOTE
+
+    def open(self) -> None:
+        pass  # nothing to subscribe to: the tree is polled
+
+    def child_setup(self):
+        return None  # PR_SET_PDEATHSIG is Linux's; `lab cleanup` finds a killed lab's tree
+
+    def marked(self, run_id: str) -> list[int]:
+        me = os.getpid()
+        return [pid for pid in psutil.pids() if pid != me and self.run_id(pid) == run_id]
+
+    def fileno(self) -> int | None:
+        return None
+
+    def events(self) -> list[Forked | Exited]:
+        return []
+
+    def info(self, pid: int) -> ProcInfo:
+        process = _process(pid)
+        try:
+            with process.oneshot():
+                ppid, status = process.ppid(), process.status()
+        except psutil.NoSuchProcess:  # ZombieProcess included: status() of a zombie answers
+            raise Gone(pid) from None
+        except psutil.AccessDenied:
+            raise PermissionError(f"not allowed to read process {pid}") from None
+        try:
+            session = os.getsid(pid)
+        except (ProcessLookupError, PermissionError, AttributeError):  # Windows: no sessions
+            session = 0
+        return ProcInfo(pid=pid, ppid=ppid, state=_LETTER.get(status, "S"), session=session)
+
+    def tracer(self, pid: int) -> int:
+        self.info(pid)
+        return 0  # psutil does not say who traces a process
+
+    def children(self, pid: int) -> set[int]:
+        try:
+            return {child.pid for child in _process(pid).children()}
+        except psutil.NoSuchProcess:
+            raise Gone(pid) from None
+        except psutil.AccessDenied:
+            return set()
+
+    def threads(self, pid: int) -> list[ThreadState]:
+        """Every thread with its CPU time. Each carries the process's state: psutil has no
+        per-thread state on every OS, and no syscall or wait channel anywhere."""
+        state = self.info(pid).state
+        listed = _call(pid, "threads")
+        return [ThreadState(tid=thread.id, name="", state=state, wchan="",
+                            cpu_ticks=round((thread.user_time + thread.system_time)
+                                            * TICKS_PER_S))
+                for thread in listed]
+
+    def cmdline(self, pid: int) -> list[str]:
+        return _call(pid, "cmdline")
+
+    def signals(self, pid: int):
+        return None  # no portable source of signal masks and timers
+
+    def run_id(self, pid: int) -> str | None:
+        try:
+            return _call(pid, "environ").get(RUN_ID_VAR)
+        except (Gone, PermissionError, OSError):
+            return None
+
+    def mapped(self, pid: int) -> list[str]:
+        maps = _call(pid, "memory_maps")
+        return sorted({m.path for m in maps if m.path.startswith("/")})
+
+    def trace_refusal(self, pid: int) -> str | None:
+        owner = _call(pid, "uids").real if hasattr(psutil.Process, "uids") else None
+        me = os.geteuid() if hasattr(os, "geteuid") else None
+        if me not in (None, 0) and owner is not None and owner != me:
+            return f"process {pid} belongs to uid {owner} and the lab runs as uid {me}"
+        return None  # the rest (SIP, entitlements on macOS) only the debugger's attach can tell
+
+    def close(self) -> None:
+        pass
