@@ -395,3 +395,36 @@ def test_a_double_fork_daemon_is_found_by_the_run_marker_and_stopped(reaper, tmp
     assert evidence["verdict"] == "hang" and result.returncode == 13, result.stderr
     [daemon] = [p for p in evidence["processes"] if p["verdict"] == "hang"]
     assert daemon["killed_by_lab"] and "double_fork_daemon.py" in " ".join(daemon["argv"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("lldb") is None, reason="lldb is not installed")
+def test_a_failed_look_at_a_quiet_process_is_not_the_runs_error(reaper, tmp_path):
+    # GIVEN a program whose quiet child no debugger can attach to (its parent traces it), and
+    # which ends cleanly once the test writes into a FIFO
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    lab = reaper.popen([sys.executable, "-m", "lab", "watch", "--debugger", "lldb", "--json",
+                        "--timeout", "60", "--out", str(tmp_path / "runs"), "--",
+                        sys.executable, str(PROGRAMS / "child_no_debugger_can_attach.py"),
+                        str(gate)],
+                       cwd=REPO, env=PORTABLE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    # WHEN the lab's look at the quiet child has failed (its progress line says so)
+    seen = []
+
+    def look_failed():
+        # readline returns "" at the latest when the lab ends: --timeout bounds it
+        line = lab.stderr.readline()
+        seen.append(line)
+        return re.search(r"\] debugger\s+failed: lldb may not attach", line) or line == ""
+
+    _until(look_failed, "a failed debugger look", limit=90)
+    assert lab.poll() is None and seen[-1], "".join(seen)
+    with open(gate, "wb") as fifo:  # let the program end
+        fifo.write(b"x")
+    out, err = lab.communicate(timeout=60)
+    # THEN the run ends as the program did: ok, exit status 0, no error from the look
+    evidence = json.loads(out)
+    assert evidence["verdict"] == "ok" and lab.returncode == 0, "".join(seen) + err
+    assert not evidence["error"] and evidence["debugger"] is None

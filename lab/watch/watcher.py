@@ -48,6 +48,7 @@ class Watcher(Observer):
         self.proven: list[int] = []  # deadlocked processes, the first one first
         self.deadlocked: int | None = None
         self.probed: dict[int, stackproof.StackProof] = {}  # a debugger's look at a quiet one
+        self.looks: dict[int, ev.DebuggerInfo] = {}  # the captures of those looks that worked
         self.quiet: int | None = None  # the process follow() stopped for, to be probed
         self.probing = False  # set per run: no syscalls to prove from, and a debugger to ask
 
@@ -61,22 +62,33 @@ class Watcher(Observer):
             outcome = self.follow(session)
         self.judge(session, "deadlock" if outcome == "quiet" else outcome)
         target = self.debug_target(session)
-        if target not in self.probed:
+        if target in self.looks:
+            session.evidence.debugger = self.looks[target]
+        else:
             capture.with_debugger(session, target)
             self.prove_from_stacks(session, target)
         capture.with_gcore(session, target)
 
     def probe(self, session: RunSession, pid: int) -> bool:
         """The debugger's look at a quiet process (it is left running); True when its stacks
-        prove a deadlock. Each process is looked at once."""
+        prove a deadlock. Each process is looked at once. A look is not the run's capture: one
+        that fails (the process ended while the debugger attached: a quiet process may just be
+        waiting for a slow child) is noted on the process, not made the run's error."""
+        before = session.pending_error
         capture.with_debugger(session, pid)
-        info = session.evidence.debugger
-        found = (stackproof.judge(info) if info is not None and not info.error else
-                 stackproof.StackProof(False, "the debugger's capture failed"))
+        info, session.evidence.debugger = session.evidence.debugger, None
+        if info is None or info.error:
+            session.pending_error = before
+            why = info.error if info is not None else "no capture"
+            found = stackproof.StackProof(False, f"the debugger's look failed: {why}")
+        else:
+            self.looks[pid] = info
+            found = stackproof.judge(info)
         self.probed[pid] = found
         if found.proven:
             self.proven.append(pid)
             self.deadlocked, session.verdict_at = pid, time.monotonic()
+            session.evidence.debugger = info
         return found.proven
 
     def conclude(self, session: RunSession) -> None:
