@@ -279,6 +279,11 @@ def test_workflow_is_valid_and_uses_only_real_actions(reaper):
     # AND it calls exactly what the tests above ran: `lab matrix`, then `lab matrix merge`
     commands = [s.get("run", "") for s in run["steps"]]
     assert any(c.startswith("python -m lab matrix --trials") for c in commands)
+    # AND each runner runs it under every interpreter the committed panels show, each on PATH
+    assert run["env"]["PYTHONS"] == "3.10,3.11,3.12,3.13"
+    assert any('--python "$PYTHONS"' in c for c in commands)
+    [setup] = [s for s in run["steps"] if s.get("uses") == "actions/setup-python@v5"]
+    assert setup["with"]["python-version"].split() == ["3.10", "3.12", "3.13", "3.11"]
     assert merge["needs"] == "run" and merge["if"] == "always()"
     assert "python -m lab matrix merge results/*.json" in [s.get("run") for s in
                                                             merge["steps"]]
