@@ -428,3 +428,18 @@ def test_a_failed_look_at_a_quiet_process_is_not_the_runs_error(reaper, tmp_path
     evidence = json.loads(out)
     assert evidence["verdict"] == "ok" and lab.returncode == 0, "".join(seen) + err
     assert not evidence["error"] and evidence["debugger"] is None
+
+
+def test_an_orphan_left_a_zombie_by_an_init_that_does_not_reap_has_ended(reaper, tmp_path):
+    # GIVEN a program whose child ends after its parent, under an init that never reaps the
+    # orphan (a container without --init): the child stays a zombie that is not the lab's
+    result = reaper.run([sys.executable, str(PROGRAMS / "non_reaping_init.py"), sys.executable,
+                         "-m", "lab", "watch", "--debugger", "none", "--timeout", "20",
+                         "--json", "--out", str(tmp_path), "--", sys.executable,
+                         str(PROGRAMS / "orphan_outlives_parent.py")], cwd=REPO, env=PORTABLE)
+    # THEN the run ends when the program has ended: ok, not a hang at the timeout
+    evidence = _evidence(result)
+    assert evidence["verdict"] == "ok" and result.returncode == 0, result.stderr
+    [child] = [p for p in evidence["processes"] if p["pid"] != evidence["processes"][0]["pid"]]
+    assert "a zombie that its parent" in child["detail"]
+    assert evidence["detect_s"] < 20

@@ -163,6 +163,15 @@ class ProcessTree:
         if info.state == "Z":
             if member.wait_status is None and info.exit_code is not None:
                 self.finished(pid, info.exit_code, when)
+            elif not member.finished and info.ppid != os.getpid():
+                # Ended, and its status is not the lab's to collect: an orphan left a zombie
+                # under an init that does not reap (a container without --init) stays one, and
+                # this backend cannot read a zombie's status (a report or a later reap may).
+                self.finished(pid, None, when)
+                if member.record.verdict is None and not member.record.killed_by_lab:
+                    member.record.detail = (f"exited; a zombie that its parent (PID "
+                                            f"{info.ppid}) has not reaped, so its exit status "
+                                            "is not seen")
             return True
         return False
 
@@ -293,7 +302,7 @@ class ProcessTree:
         end = time.monotonic() + limit
         while True:
             self._reap_any()
-            left = [pid for pid in self.members if self._ours(pid)]
+            left = [pid for pid in self.members if self._ours(pid) and not self._unreapable(pid)]
             if not left or time.monotonic() >= end:
                 return
             for pid in left:
@@ -332,6 +341,15 @@ class ProcessTree:
         if self.root is not None and pid == self.root.pid:
             self.root.returncode = os.waitstatus_to_exitcode(status)
         self.finished(pid, status, time.monotonic())
+
+    def _unreapable(self, pid: int) -> bool:
+        """A zombie whose parent is not the lab: only that parent (or init) can reap it, and an
+        init that does not reap (a container without --init) never will."""
+        try:
+            info = self.backend.info(pid)
+        except Gone:
+            return True
+        return info.state == "Z" and info.ppid != os.getpid()
 
     def _ours(self, pid: int) -> bool:
         """Is ``pid`` a live process of this run (the root's session, or the run's marker in
