@@ -100,8 +100,14 @@ def test_merge_of_two_platform_files_marks_the_unrun_one(subset, reaper, tmp_pat
     states = {p["id"]: p["state"] for p in merged["platforms"]}
     assert states[doc["platform"]["id"]] == "run" and states[other_id] == "run"
     assert states["darwin-arm64-py3.11"] == "not run here"
-    assert [p for p in merged["platforms"] if p["id"] == "darwin-arm64-py3.11"][0]["rows"] == []
+    # AND its only cells are the catalog's darwin predictions, none counted as a result
+    [darwin] = [p for p in merged["platforms"] if p["id"] == "darwin-arm64-py3.11"]
+    assert {r["status"] for r in darwin["rows"]} == {"predicted"}
+    assert all(not r["counts"] and r["rate"] is None for r in darwin["rows"])
+    assert ("chromadb-tokio", "mp-fork", "crash") in {
+        (r["scenario"], r["launcher"], r["expected"]) for r in darwin["rows"]}
     md = (docs / "RESULTS.md").read_text()
+    assert "| chromadb-tokio | mp-fork | crash | not run; predicted crash from the mechanism" in md
     assert md.count("| python-lock-held | fork | deadlock | deadlock 2 |") == 2
     assert "**Not run here**" in md
     assert (docs / "matrix.png").stat().st_size > 10_000
@@ -169,7 +175,7 @@ def test_a_hand_built_transcript_is_shown_but_counts_as_nothing(tmp_path):
     darwin = next(p for p in merged["platforms"] if p["id"].startswith("darwin-arm64-"))
     # THEN the macOS cell names its source and what it shows, and observes nothing
     assert darwin["state"] == "not run here"
-    [row] = darwin["rows"]
+    [row] = [r for r in darwin["rows"] if r["status"] != "predicted"]
     assert row["status"] == "illustrative" and row["source"] == str(RECORDED.relative_to(REPO))
     assert row["shows"] == "crash" and "EXC_BREAKPOINT" in row["stop_reason"]
     assert row["observed"] is None and row["counts"] == {} and row["rate"] is None
@@ -189,7 +195,7 @@ def test_a_captured_transcript_is_a_recorded_verdict(tmp_path):
     # WHEN it is merged THEN it is a recorded crash, with its source, in the macOS panel
     merged = merge.merge([], recorded=captured)
     darwin = next(p for p in merged["platforms"] if p["id"].startswith("darwin-arm64-"))
-    [row] = darwin["rows"]
+    [row] = [r for r in darwin["rows"] if r["status"] != "predicted"]
     assert row["status"] == "recorded" and row["observed"] == "crash"
     assert row["counts"] == {"crash": 1} and row["source"] == str(captured)
     md = merge.write_docs(merged, tmp_path / "docs")[0].read_text()

@@ -92,7 +92,7 @@ def test_two_interpreters_each_get_a_results_file_and_a_panel(reaper, tmp_path, 
     line = next(li for li in panel.splitlines() if li.startswith("| python-lock-held | fork |"))
     assert f"| 1/1 ({warned['threads']} threads) |" in line
     # AND the same verdicts under both: no differences (the older one's silence is not compared)
-    assert "## Differences between interpreters" not in md
+    assert "## Differences between interpreters\n\nNone: every cell" in md
     _differences_are_called_out(doc, tmp_path)
 
 

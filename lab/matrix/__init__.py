@@ -26,3 +26,4 @@ INTERRUPTED = "interrupted"  # SIGINT/SIGTERM during the cell; counts hold the t
 PENDING = "pending"  # not reached yet (a file read while the matrix still runs)
 RECORDED = "recorded"  # from a transcript captured elsewhere (``source``), not run here
 ILLUSTRATIVE = "illustrative"  # a hand-built transcript: shows a shape, observes nothing
+PREDICTED = "predicted"  # what the catalog predicts for a platform without results

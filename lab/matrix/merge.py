@@ -89,6 +89,29 @@ def _add_recorded(platforms: list[dict], row: dict, family: str) -> None:
         return
 
 
+def _add_predictions(platforms: list[dict]) -> None:
+    """A platform without a results file shows the verdicts the catalog predicts there where
+    they differ from Linux's (a scenario's ``predicted``), each marked as a prediction: what
+    the mechanism says, never an observation, until that platform's results file exists."""
+    from lab import scenarios
+    from lab.matrix.cells import all_cells
+
+    for entry in platforms:
+        if entry["state"] == "run":
+            continue
+        system = entry["platform"].get("system") or ""
+        for cell in all_cells():
+            predicted = getattr(scenarios.get(cell.scenario), "predicted", {})
+            verdict = predicted.get(system, {}).get(cell.launcher)
+            if verdict:
+                entry["rows"].append({
+                    "scenario": cell.scenario, "launcher": cell.launcher, "expected": verdict,
+                    "status": matrix.PREDICTED, "counts": {}, "trials": 0, "rate": None,
+                    "observed": None, "median_detect_s": None, "example": None,
+                    "why": "predicted from the mechanism (docs/MACOS.md); no results file "
+                           "from this platform records it yet"})
+
+
 def grid(platforms: list[dict]) -> tuple[list[str], list[str], list[list[str]]]:
     """(scenarios, launchers, cells): the catalog's order, then any others as first seen; a
     cell is a [scenario, launcher] pair that exists (in the catalog or in a results file)."""
@@ -128,6 +151,7 @@ def merge(docs: list[tuple[Path, dict]], recorded: Path | None = None) -> dict:
                       "where": matrix.KNOWN_PLATFORMS.get(pid)}
     order = [*matrix.KNOWN_PLATFORMS, *sorted(set(by_id) - set(matrix.KNOWN_PLATFORMS))]
     platforms = [by_id.get(pid) or _not_run(pid) for pid in order]
+    _add_predictions(platforms)
     row = recorded_row(recorded)
     if row is not None:
         _add_recorded(platforms, row, MACOS_TRAP.family)

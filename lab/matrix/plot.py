@@ -36,6 +36,8 @@ def _cell_face(row: dict | None) -> tuple[str, str, str | None]:
         return NOT_RUN_COLOUR, "–", None
     if row["status"] == matrix.ILLUSTRATIVE:
         return NOT_RUN_COLOUR, "illus.", "////"
+    if row["status"] == matrix.PREDICTED:
+        return NOT_RUN_COLOUR, f"pred.\n{row['expected']}", "...."
     colour = VERDICT_COLOURS.get(row.get("observed") or "", NOT_RUN_COLOUR)
     if row["status"] == matrix.RECORDED:
         return colour, "rec.", "////"
@@ -135,6 +137,8 @@ def figure(merged: dict):
                       label="recorded (captured transcript)"),
                 Patch(facecolor=NOT_RUN_COLOUR, hatch="////", edgecolor="black",
                       label="illustrative (hand-built transcript: not an observation)"),
+                Patch(facecolor=NOT_RUN_COLOUR, hatch="....", edgecolor="black",
+                      label="predicted (the mechanism, not an observation)"),
                 Patch(facecolor="white", edgecolor="black", linewidth=2.0,
                       label="not always as expected")]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,

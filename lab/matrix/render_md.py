@@ -51,6 +51,8 @@ def _observed(row: dict) -> str:
     status = row["status"]
     if status in (matrix.NOT_RUN, matrix.PENDING):
         return f"not run: {row.get('why') or status}"
+    if status == matrix.PREDICTED:
+        return f"not run; predicted {row['expected']} from the mechanism, not an observation"
     if status == matrix.ILLUSTRATIVE:
         return (f"not run; a hand-built transcript shows {row.get('shows')} "
                 f"({row.get('stop_reason') or 'see it'}), which is not an observation")
@@ -119,7 +121,8 @@ def _summary(entry: dict) -> str:
     rows = entry["rows"]
     ran = [r for r in rows if r["status"] == matrix.RUN]
     good = [r for r in ran if r["rate"] == 1.0]
-    extra = "".join(f"; {n} {status}" for status in (matrix.RECORDED, matrix.ILLUSTRATIVE)
+    extra = "".join(f"; {n} {status}" for status in (matrix.RECORDED, matrix.ILLUSTRATIVE,
+                                                       matrix.PREDICTED)
                     if (n := sum(r["status"] == status for r in rows)))
     if entry["state"] != "run":
         return NOT_RUN_TEXT + extra
@@ -143,6 +146,11 @@ def _run_lines(entry: dict) -> Iterator[str]:
 def _differences(merged: dict) -> Iterator[str]:
     """The short table of cells whose verdicts or fork warning differ by interpreter."""
     found = merged.get("differences") or []
+    families = [p["id"].rsplit("-py", 1)[0] for p in merged["platforms"] if p["state"] == "run"]
+    if not found and len(families) > len(set(families)):
+        yield "## Differences between interpreters\n"
+        yield ("None: every cell that two interpreters of one platform both ran saw the same "
+               "verdicts, and CPython >= 3.12 warned on the same cells.\n")
     if not found:
         return
     yield "## Differences between interpreters\n"
@@ -198,6 +206,7 @@ def results_markdown(merged: dict, docs_dir: Path) -> str:
             out.extend(_row_line(row, docs_dir, main, python) for row in rows)
             out.append("")
         notes = sorted({(r["status"], r["why"]) for r in rows
-                        if r["status"] in (matrix.RECORDED, matrix.ILLUSTRATIVE)})
+                        if r["status"] in (matrix.RECORDED, matrix.ILLUSTRATIVE,
+                                           matrix.PREDICTED)})
         out.extend(f"{status.capitalize()}: {note}.\n" for status, note in notes)
     return "\n".join(out).rstrip() + "\n"
