@@ -219,3 +219,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("measured on this machine")
         for what, seconds in _MEASUREMENTS:
             terminalreporter.write_line(f"{what}: {seconds:.3f} s")
+
+
+def wait_until(check, what: str, timeout: float = SHORT_TIMEOUT):
+    """``check()``'s first true value, polled under a deadline (a state, not a sleep); fails the
+    test with ``what`` when the deadline passes."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.01)  # polling a state with a deadline, not synchronisation
+    pytest.fail(f"not within {timeout} s: {what}")

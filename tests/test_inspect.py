@@ -11,11 +11,10 @@ import time
 
 import pytest
 
-from conftest import PROGRAMS, REPO, SHORT_TIMEOUT, proc_status
+from conftest import PROGRAMS, REPO, SHORT_TIMEOUT, proc_status, wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
-POLL_S = 0.01  # polling a process state under a deadline
 
 
 def blocked_forever(pid: int) -> bool:
@@ -30,14 +29,6 @@ def blocked_forever(pid: int) -> bool:
     return bool(threads) and all(waits_forever(t) for t in threads)
 
 
-def wait_until(check, what: str, timeout: float = SHORT_TIMEOUT):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        found = check()
-        if found:
-            return found
-        time.sleep(POLL_S)  # polling a state with a deadline, not synchronisation
-    pytest.fail(f"not within {timeout} s: {what}")
 
 
 def deadlocked_tree(reaper, program: str, python: str = sys.executable) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, PROGRAMS, REPO, SHORT_TIMEOUT
+from conftest import DATA, PROGRAMS, REPO, SHORT_TIMEOUT, wait_until
 from lab.envinfo import platform_info, platform_key
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.lldb import parse_lldb_transcript
@@ -30,20 +30,11 @@ from lab.process.tree import ProcessTree
 from lab.verdicts import Verdict
 from lab.watch import stackproof
 
-POLL_S = 0.01  # polling a process state under a deadline, not synchronisation
 PORTABLE = {**os.environ, "LAB_BACKEND": "portable"}
 CORE_SCENARIOS = ("python-lock-held", "python-lock-reinit", "breakpoint-trap", "logging-lock",
                   "native-mutex-held", "pickle-by-path")
 
 
-def _until(predicate, what: str, limit: float = SHORT_TIMEOUT):
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(POLL_S)
-    pytest.fail(f"{what} within {limit} s")
 
 
 def _evidence(result) -> dict:
@@ -61,7 +52,7 @@ def test_backend_follows_a_real_process_by_psutil(reaper):
     assert child.stdout.readline() == "ready\n"
     backend = PortableBackend()
     # WHEN the backend is asked about it
-    info = _until(lambda: (i := backend.info(child.pid)).state == "S" and i, "a sleeping child")
+    info = wait_until(lambda: (i := backend.info(child.pid)).state == "S" and i, "a sleeping child")
     # THEN it sees the tree, the marker, its threads with CPU times and no syscall, no signals
     assert info.ppid == os.getpid() and info.session == os.getsid(child.pid)
     assert child.pid in backend.children(os.getpid())
@@ -90,7 +81,7 @@ def test_a_real_crash_goes_through_the_one_exit_classifier():
             tree.update()
             return tree.all_finished()
 
-        _until(done, "the root's end")
+        wait_until(done, "the root's end")
     finally:
         tree.stop()
     # THEN the wait status became a crash named after the signal (lab.process.exits)
@@ -299,7 +290,7 @@ def test_sigstop_of_a_portable_child_is_seen_as_stopped(reaper):
                          stdin=subprocess.PIPE)
     backend = PortableBackend()
     os.kill(child.pid, signal.SIGSTOP)
-    _until(lambda: backend.info(child.pid).state == "T", "a stopped child")
+    wait_until(lambda: backend.info(child.pid).state == "T", "a stopped child")
     os.kill(child.pid, signal.SIGCONT)
     child.stdin.close()
     assert child.wait(timeout=SHORT_TIMEOUT) == 0
@@ -328,8 +319,8 @@ def test_inspect_proves_a_deadlocked_child_from_lldb_stacks(reaper, tmp_path):
     # GIVEN a parent whose forked child blocks on a lock a parent thread held, outside the lab
     parent = reaper.popen([sys.executable, str(PROGRAMS / "lock_held_at_fork.py")])
     backend = PortableBackend()
-    child = _until(lambda: next(iter(backend.children(parent.pid)), None), "the fork")
-    _until(lambda: backend.info(child).state == "S", "the child asleep")
+    child = wait_until(lambda: next(iter(backend.children(parent.pid)), None), "the fork")
+    wait_until(lambda: backend.info(child).state == "S", "the child asleep")
     # WHEN the lab inspects the parent's tree on the portable backend with LLDB
     result = reaper.lab("inspect", str(parent.pid), "--debugger", "lldb", "--json", "--out",
                         str(tmp_path), env=PORTABLE)
@@ -419,7 +410,7 @@ def test_a_failed_look_at_a_quiet_process_is_not_the_runs_error(reaper, tmp_path
         seen.append(line)
         return re.search(r"\] debugger\s+failed: lldb may not attach", line) or line == ""
 
-    _until(look_failed, "a failed debugger look", limit=90)
+    wait_until(look_failed, "a failed debugger look", timeout=90)
     assert lab.poll() is None and seen[-1], "".join(seen)
     with open(gate, "wb") as fifo:  # let the program end
         fifo.write(b"x")
