@@ -225,7 +225,8 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     umask = os.umask(0)
     os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; evidence is read by other users too
+    if hasattr(os, "fchmod"):  # POSIX (Windows: 3.13 and newer, read-only bit only)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; evidence is read by other users too
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(text.encode("utf-8") if isinstance(text, str) else text)
@@ -238,6 +239,8 @@ def write_atomic(path: Path, text: str | bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    if os.name != "posix":
+        return  # Windows opens no directory; MoveFileEx's rename is what it offers
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -7,6 +7,10 @@ spawned and forkserver children, which inherit no descriptors, report too. Every
 (a fork report with every thread's stack) is spooled: its JSON goes to a file beside the FIFO,
 renamed into place, and the line names the file, so that no two writers' lines interleave.
 
+Where there are no FIFOs (Windows), and on the portable backend everywhere so that Linux runs
+the code Windows runs, the channel is a directory, passed in ``LAB_REPORT_DIR``: every report
+is spooled there, and the lab reads the files in the order they were written.
+
 The program's side must stay importable on its own (stdlib only, Python >= 3.7): the lab's
 startup hook (``lab/hook``) loads this file by path into processes that cannot import ``lab``.
 """
@@ -24,10 +28,14 @@ if TYPE_CHECKING:
     from lab import evidence as ev
 
 ENV_VAR = "LAB_REPORT_FIFO"
+DIR_VAR = "LAB_REPORT_DIR"  # the channel without a FIFO: one file per report
 READ_CHUNK = 65536
 PIPE_BUF = 4096  # POSIX: a write of at most this many bytes to a pipe is atomic (pipe(7))
 SPOOL_MAX = 8 * 1024 * 1024  # a spooled report longer than this is not read
-_SPOOLED = re.compile(r"spool-[0-9]+-[0-9]+\.json")
+_SPOOLED = re.compile(r"spool-([0-9]+)-([0-9]+)\.json")
+# os.O_CLOEXEC and os.O_NONBLOCK are POSIX's; os.O_BINARY is Windows' (no newline translation)
+_CLOEXEC, _NONBLOCK, _BINARY = (getattr(os, name, 0)
+                                for name in ("O_CLOEXEC", "O_NONBLOCK", "O_BINARY"))
 
 
 class Event(str, enum.Enum):
@@ -49,22 +57,31 @@ FORK_WARNING_NOTE = ("CPython counts only the threads alive at the moment of for
 
 # -- the program's side -----------------------------------------------------------------------
 
+def active() -> bool:
+    """Does this process run under a lab that listens for reports?"""
+    return bool(os.environ.get(ENV_VAR) or os.environ.get(DIR_VAR))
+
+
 def send(event: Event, **fields: Any) -> None:
     """Send one report to the lab (nothing when the program does not run under a lab).
 
     One open and one write per report: lines up to PIPE_BUF bytes never interleave with
     another writer's.
     """
+    line = json.dumps({"event": event.value, **fields}, default=str).encode() + b"\n"
+    directory = os.environ.get(DIR_VAR)
+    if directory:
+        _spool(directory, event, fields.get("pid"), line)  # the file is the report
+        return
     path = os.environ.get(ENV_VAR)
     if not path:
         return
-    line = json.dumps({"event": event.value, **fields}, default=str).encode() + b"\n"
     if len(line) > PIPE_BUF:
         line = _spool(os.path.dirname(path), event, fields.get("pid"), line)
         if line is None:
             return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        fd = os.open(path, os.O_WRONLY | _NONBLOCK)
     except OSError:
         return  # the lab went away; the program still runs
     try:
@@ -76,11 +93,14 @@ def send(event: Event, **fields: Any) -> None:
 
 
 def _spool(directory: str, event: Event, pid: Any, line: bytes) -> bytes | None:
-    """Write a long report to a file beside the FIFO; return the short line that names it."""
-    name = f"spool-{os.getpid()}-{time.monotonic_ns()}.json"
+    """Write a report to a file of the channel's directory; return the short line that names
+    it. The name starts with the monotonic time (one clock for every process of the machine),
+    so the lab reads the files in the order they were written."""
+    name = f"spool-{time.monotonic_ns()}-{os.getpid()}.json"
     temporary = os.path.join(directory, "." + name)
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC | _BINARY,
+                     0o600)
         try:
             os.write(fd, line)
         finally:
@@ -104,23 +124,35 @@ def send_fork() -> None:
 # -- the lab's side ---------------------------------------------------------------------------
 
 class ReportChannel:
-    """A FIFO in ``directory`` (created, and removed by ``close`` when ``owns_directory``)."""
+    """A FIFO in ``directory`` (created, and removed by ``close`` when ``owns_directory``);
+    with ``fifo=False``, the directory alone: one spooled file per report."""
 
-    def __init__(self, directory: str, *, owns_directory: bool = False):
+    def __init__(self, directory: str, *, owns_directory: bool = False, fifo: bool = True):
         self.directory = directory
         self.owns_directory = owns_directory
-        self.path = os.path.join(directory, "reports")
-        os.mkfifo(self.path, 0o600)
-        self.fd: int | None = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
-        # Our own writer keeps the FIFO from reading as EOF between the scenario's writers.
-        self._keepalive: int | None = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+        self.path: str | None = None
+        self.fd: int | None = None
+        self._keepalive: int | None = None
+        if fifo:
+            self.path = os.path.join(directory, "reports")
+            os.mkfifo(self.path, 0o600)
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+            # Our own writer keeps the FIFO from reading as EOF between the scenario's writers.
+            self._keepalive = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
         self._buffer = b""
 
+    def environment(self) -> dict[str, str]:
+        """What a program's environment needs to report here."""
+        return {ENV_VAR: self.path} if self.path else {DIR_VAR: self.directory}
+
     def fileno(self) -> int | None:
+        """Readable when a line arrived; None for a directory channel (the lab polls it)."""
         return self.fd
 
     def read(self) -> list[dict[str, Any]]:
         """The complete reports that arrived since the last call (never blocks)."""
+        if self.path is None:
+            return [annotate(report) for report in self._read_directory()]
         while self.fd is not None:
             try:
                 chunk = os.read(self.fd, READ_CHUNK)
@@ -142,19 +174,36 @@ class ReportChannel:
                 reports.append(annotate(report))
         return reports
 
-    def _unspool(self, line: dict[str, Any]) -> dict[str, Any] | None:
-        """The report a short line names (a file of this channel's directory, then removed)."""
-        name = line.get("spooled")
-        if not isinstance(name, str) or not _SPOOLED.fullmatch(name):
-            return None  # only our own spool files, never a path a writer chose
+    def _read_directory(self) -> list[dict[str, Any]]:
+        """Every report file written since the last call, oldest first, each read once."""
+        try:
+            matches = [_SPOOLED.fullmatch(name) for name in os.listdir(self.directory)]
+        except OSError:
+            return []
+        reports = []
+        for match in sorted(filter(None, matches), key=lambda m: (int(m[1]), int(m[2]))):
+            report = self._take(match[0])
+            if isinstance(report, dict) and report.get("event") in _KINDS:
+                reports.append(report)
+        return reports
+
+    def _take(self, name: str) -> Any:
+        """The JSON of a spool file of this channel's directory, which is then removed."""
         path = os.path.join(self.directory, name)
         try:
             with open(path, "rb") as handle:
                 data = handle.read(SPOOL_MAX + 1)
             os.unlink(path)
-            report = json.loads(data) if len(data) <= SPOOL_MAX else None
+            return json.loads(data) if len(data) <= SPOOL_MAX else None
         except (OSError, ValueError):
             return None
+
+    def _unspool(self, line: dict[str, Any]) -> dict[str, Any] | None:
+        """The report a short line names (a file of this channel's directory, then removed)."""
+        name = line.get("spooled")
+        if not isinstance(name, str) or not _SPOOLED.fullmatch(name):
+            return None  # only our own spool files, never a path a writer chose
+        report = self._take(name)
         if not isinstance(report, dict) or report.get("event") != line.get("event"):
             return None
         return report

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import evidence as ev, faults, forks, hook, process, redact, reports
+from lab import evidence as ev, faults, forks, hook, process, redact
 from lab.envinfo import platform_info
 from lab.errors import EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
@@ -161,8 +161,9 @@ class RunSession:
             env[self.target.scratch_env] = str(self.scratch)
         if self.target.side_channel:
             self.channel = ReportChannel(
-                tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-"), owns_directory=True)
-            env[reports.ENV_VAR] = self.channel.path
+                tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-report-"), owns_directory=True,
+                fifo=self.backend.report_fifo)
+            env.update(self.channel.environment())
         if self.target.fork_hook:
             self.evidence.hook = hook.describe(env)
             if self.evidence.hook["active"]:

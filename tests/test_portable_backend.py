@@ -260,7 +260,8 @@ _SYSCALL_FILE = re.compile(r'open(?:at)?\(.*"/proc/(?:\d+|self|thread-self)(?:/t
 
 def _strace(reaper, tmp_path, backend: str, *lab_args: str) -> str:
     log = tmp_path / f"strace-{backend}.txt"
-    reaper.run(["strace", "-f", "-qq", "-e", "trace=openat,open,socket", "-o", str(log),
+    reaper.run(["strace", "-f", "-qq", "-e", "trace=openat,open,socket,mknodat,mknod",
+                "-o", str(log),
                 sys.executable, "-m", "lab", *lab_args, "--out", str(tmp_path)],
                env={**os.environ, "LAB_BACKEND": backend}, cwd=Path(__file__).parents[1])
     return log.read_text()
@@ -274,14 +275,16 @@ def test_the_portable_path_reads_no_syscall_file_and_opens_no_netlink(reaper, tm
     traced = (_strace(reaper, tmp_path, "portable", "run", "python-lock-held", "--debugger",
                       "none", "--timeout", "1.5")
               + _strace(reaper, tmp_path, "portable", "run", "breakpoint-trap"))
-    # THEN no process of the run read a /proc syscall file or opened a netlink socket
+    # THEN no process of the run read a /proc syscall file, opened a netlink socket or made a
+    # FIFO (Windows has none: reports come as files)
     assert "/proc/" in traced  # psutil's own reads: the trace did see the run
     assert not _SYSCALL_FILE.search(traced)
     assert "AF_NETLINK" not in traced
-    # AND the control: the Linux backend, traced the same way, does both
+    assert "S_IFIFO" not in traced
+    # AND the control: the Linux backend, traced the same way, does all three
     control = _strace(reaper, tmp_path, "linux", "run", "python-lock-held", "--debugger", "none",
                       "--timeout", "1.5")
-    assert _SYSCALL_FILE.search(control) and "AF_NETLINK" in control
+    assert _SYSCALL_FILE.search(control) and "AF_NETLINK" in control and "S_IFIFO" in control
 
 
 def test_sigstop_of_a_portable_child_is_seen_as_stopped(reaper):
@@ -353,7 +356,10 @@ def test_the_workflow_runs_the_portable_path_on_every_kind_of_runner():
                for s in steps)
     windows = flow["jobs"]["windows"]
     assert windows["runs-on"] == "windows-latest"
-    assert any("ntstatus" in s.get("run", "") for s in windows["steps"])
+    assert any("ntstatus" in s.get("run", "") and "reports_written" in s["run"]
+               for s in windows["steps"])
+    spawn = next(s for s in windows["steps"] if "python -m lab matrix" in s.get("run", ""))
+    assert "*/mp-spawn" in spawn["run"] and not spawn.get("continue-on-error")
 
 
 @pytest.mark.slow
@@ -434,3 +440,100 @@ def test_an_orphan_left_a_zombie_by_an_init_that_does_not_reap_has_ended(reaper,
     [child] = [p for p in evidence["processes"] if p["pid"] != evidence["processes"][0]["pid"]]
     assert "a zombie that its parent" in child["detail"]
     assert evidence["detect_s"] < 20
+
+
+# -- what Windows runs, run here: psutil's signals, the root's end from Popen, reports as files -
+
+def _ended(backend: PortableBackend, pid: int) -> bool:
+    try:
+        return backend.info(pid).state == "Z"  # an orphan's zombie, for its init to reap
+    except Gone:
+        return True
+
+
+def test_a_stopped_child_and_a_root_that_ignores_sigterm_are_ended_through_psutil(reaper):
+    # GIVEN a portable tree: a root that ignores SIGTERM, and its child stopped by SIGSTOP
+    program = ("import os, signal, threading\n"
+               "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+               "if os.fork() == 0:\n"
+               "    os.kill(os.getpid(), signal.SIGSTOP)\n"
+               "    os._exit(0)\n"
+               "print('ready', flush=True)\n"
+               "threading.Event().wait()\n")
+    backend = PortableBackend()
+    tree = ProcessTree(backend, run_id=f"portable-stop-{os.getpid()}")
+    root = tree.spawn([sys.executable, "-c", program], env=dict(os.environ), cwd=None)
+    reaper.procs.append(root)
+    assert root.stdout.readline() == b"ready\n"
+
+    def child_stopped():
+        tree.update()
+        return [pid for pid in tree.unfinished() if pid != root.pid
+                and backend.info(pid).state == "T"]
+
+    child = wait_until(child_stopped, "a stopped child")[0]
+    # WHEN the tree is stopped
+    tree.stop()
+    # THEN the root ended of the kill (it ignored SIGTERM), as Popen's poll read it
+    record = tree.members[root.pid].record
+    assert root.returncode == -signal.SIGKILL
+    assert record.killed_by_lab and record.signal == "SIGKILL"
+    assert tree.members[root.pid].reaped_by_lab
+    # AND the stopped child was resumed and ended too
+    assert tree.members[child].record.killed_by_lab and _ended(backend, child)
+
+
+def test_the_roots_exit_code_comes_from_popen_on_the_portable_backend(reaper):
+    tree = ProcessTree(PortableBackend())
+    root = tree.spawn([sys.executable, "-c", "raise SystemExit(3)"], env=dict(os.environ),
+                      cwd=None)
+    reaper.procs.append(root)
+    wait_until(lambda: (tree.update(), tree.all_finished())[1], "the root's end")
+    record = tree.members[root.pid].record
+    assert (record.exit_code, record.verdict, root.returncode) == (3, "error", 3)
+    tree.stop()
+
+
+def _reporter(count: int) -> list[str]:
+    """A real process that sends ``count`` reports, every third longer than PIPE_BUF."""
+    program = ("import os\n"
+               "from lab import reports\n"
+               f"for seq in range({count}):\n"
+               "    reports.send(reports.Event.FINDING, pid=os.getpid(), seq=seq,\n"
+               "                 pad='x' * (5000 if seq % 3 == 0 else 10))\n")
+    return [sys.executable, "-c", program]
+
+
+def test_reports_written_as_files_arrive_whole_and_in_each_writers_order(reaper, tmp_path):
+    from lab.reports import DIR_VAR, ENV_VAR, PIPE_BUF, ReportChannel
+
+    # GIVEN a report channel without a FIFO (what Windows has), and three writers at once
+    channel = ReportChannel(str(tmp_path), fifo=False)
+    assert channel.environment() == {DIR_VAR: str(tmp_path)} and channel.fileno() is None
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, DIR_VAR)}
+    writers = [reaper.popen(_reporter(30), env={**env, **channel.environment()}, cwd=REPO)
+               for _ in range(3)]
+    assert all(writer.wait(timeout=SHORT_TIMEOUT) == 0 for writer in writers)
+    # WHEN the lab reads the channel (a second read finds nothing new)
+    got = channel.read()
+    assert channel.read() == []
+    # THEN every report arrived once and whole, long ones too, each writer's in its order
+    assert len(got) == 90
+    assert all(len(r["pad"]) == (5000 if r["seq"] % 3 == 0 else 10) for r in got)
+    assert 5000 > PIPE_BUF
+    for writer in writers:
+        assert [r["seq"] for r in got if r["pid"] == writer.pid] == list(range(30))
+    # AND the directory is empty again: each file is read once, then removed
+    assert list(tmp_path.iterdir()) == []
+    channel.close()
+
+
+def test_a_portable_run_makes_no_fifo_and_still_hears_the_fork_report(reaper, tmp_path):
+    # GIVEN the portable backend's run of a scenario that reports the threads at its fork
+    result = reaper.lab("run", "python-lock-held", "--debugger", "none", "--timeout", "1.5",
+                        "--json", "--out", str(tmp_path), env=PORTABLE)
+    evidence = _evidence(result)
+    # THEN the report arrived, through a directory: the environment names no FIFO
+    assert "LAB_REPORT_DIR" in evidence["environment"]
+    assert "LAB_REPORT_FIFO" not in evidence["environment"]
+    assert [t["name"] for t in evidence["parent"]["threads_at_fork"]] == ["lock-holder"]

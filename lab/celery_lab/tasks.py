@@ -59,7 +59,7 @@ def _report_forks_to_lab() -> None:
     none of them."""
     from lab import reports
 
-    if os.environ.get(reports.ENV_VAR):
+    if reports.active():
         os.register_at_fork(before=reports.send_fork)
 
 

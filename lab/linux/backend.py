@@ -6,17 +6,26 @@ import os
 
 from lab.evidence import ThreadState
 from lab.linux import netlink, prctl, procfs
-from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo, SignalState
+from lab.process.backend import (
+    RUN_ID_VAR,
+    Exited,
+    Forked,
+    Gone,
+    PosixSignals,
+    ProcInfo,
+    SignalState,
+)
 
 POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reaped by its own "
                 "parent between two polls is seen without its exit status")
 
 
-class LinuxBackend:
+class LinuxBackend(PosixSignals):
     """Reads /proc; once opened, the lab is a child subreaper and hears cn_proc events."""
 
     sees_syscalls = True
     adopts_orphans = True  # open() makes the lab a child subreaper
+    report_fifo = True
 
     def __init__(self):
         self.mode = "polling"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def env_path(env_dir: Path, interpreter: Interpreter, pins: dict[str, str] = PIN
 
 
 def _python(path: Path) -> Path:
+    if os.name == "nt":
+        return path / "Scripts" / "python.exe"  # a venv's layout on Windows
     return path / "bin" / "python"
 
 

@@ -4,8 +4,18 @@ It reads no Linux-only source (no /proc/PID/syscall, no netlink process connecto
 subreaper), so on Linux (``LAB_BACKEND=portable``) it runs the code a Mac runs. What that costs:
 no fork or exit events (the tree is polled), no syscall a thread waits in (a deadlock is proven
 from the debugger's stacks instead, ``lab.watch.stackproof``), no signal masks, no tracer PID.
-The lab is the root's parent and reaps it with waitpid(2), so the root's exit status is always
-seen; a descendant reaped by its own parent between two polls is seen without its status.
+The lab is the root's parent and learns its end from ``Popen.poll`` (a process handle on
+Windows), so the root's exit status is always seen; a descendant reaped by its own parent
+between two polls is seen without its status. It signals through psutil (SIGCONT, SIGTERM,
+SIGKILL on POSIX; NtResumeProcess and TerminateProcess on Windows) and takes reports from a
+directory, not a FIFO: Windows has neither signals nor FIFOs, and Linux runs the same calls.
+
+What kqueue would add on macOS was weighed and left out: ``EVFILT_PROC``/``NOTE_EXIT`` gives
+the exit status only with ``NOTE_EXITSTATUS``, which Apple's kqueue(2) allows on the caller's
+own children alone (the root, whose status the lab already has); for a grandchild it gives
+only the moment of the exit, which the next poll (20 ms) sees too; and ``NOTE_TRACK``, which
+would follow forks, is gone from macOS, so a process forked and ended between two polls stays
+unseen either way.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import os
 import psutil
 
 from lab.evidence import ThreadState
-from lab.process.backend import RUN_ID_VAR, Exited, Forked, Gone, ProcInfo
+from lab.process.backend import POSIX_SIGNALS, RUN_ID_VAR, Action, Exited, Forked, Gone, ProcInfo
 
 NOTE = ("portable backend (psutil): the tree is polled; a descendant reaped by its own parent "
         "between two polls is seen without its exit status; threads show no syscall, so a "
@@ -54,6 +64,7 @@ def _call(pid: int, method: str):
 class PortableBackend:
     sees_syscalls = False
     adopts_orphans = False
+    report_fifo = False
 
     def __init__(self):
         self.mode, self.note = "portable", NOTE
@@ -133,6 +144,23 @@ class PortableBackend:
         if me not in (None, 0) and owner is not None and owner != me:
             return f"process {pid} belongs to uid {owner} and the lab runs as uid {me}"
         return None  # the rest (SIP, entitlements on macOS) only the debugger's attach can tell
+
+    def signal(self, pid: int, action: Action) -> bool:
+        try:
+            getattr(psutil.Process(pid), action)()  # resume(), terminate(), kill()
+        except psutil.NoSuchProcess:  # ZombieProcess included: it has ended already
+            return False
+        except psutil.AccessDenied:
+            return True  # not ours to signal, but it is there
+        return True
+
+    def signal_group(self, leader: int, action: Action) -> None:
+        if not hasattr(os, "killpg"):
+            return  # Windows: no process groups; the run's marker finds what left the tree
+        try:
+            os.killpg(leader, POSIX_SIGNALS[action])
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def close(self) -> None:
         pass

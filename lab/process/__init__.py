@@ -135,6 +135,8 @@ def reap_children() -> list[tuple[int, int]]:
     """Reap every child of this process that has ended (never blocks): ``(pid, wait status)``
     of each."""
     reaped = []
+    if not hasattr(os, "WNOHANG"):
+        return reaped  # Windows: no zombies; each Popen learns its own process's end
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -10,13 +10,22 @@ touching them.
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from lab.evidence import ThreadState
 
 RUN_ID_VAR = "LAB_RUN_ID"  # every process a run starts inherits it: the run's marker
+
+# What the lab does to a process it stops: continue it (a stopped process cannot die of
+# SIGTERM), ask it to end, end it. POSIX sends SIGCONT, SIGTERM, SIGKILL.
+Action = Literal["resume", "terminate", "kill"]
+POSIX_SIGNALS: dict[str, int] = {"resume": getattr(signal, "SIGCONT", 0),
+                                 "terminate": signal.SIGTERM,
+                                 "kill": getattr(signal, "SIGKILL", signal.SIGTERM)}
 
 
 class Gone(Exception):
@@ -62,6 +71,7 @@ class Backend(Protocol):
     note: str | None  # what this mode cannot see, for the evidence's watch_note
     sees_syscalls: bool  # do threads() name the syscall each thread waits in (a proof's basis)
     adopts_orphans: bool  # do orphans come back to the lab (a subreaper), as children() shows
+    report_fifo: bool  # reports on a FIFO (lab.reports), else one file each in a directory
 
     def open(self) -> None:
         """Prepare to follow a tree started after this call (subreaper, event source)."""
@@ -109,5 +119,29 @@ class Backend(Protocol):
         """Why this process may not read ``pid``'s memory or attach to it (another user's, no
         CAP_SYS_PTRACE, Yama); None when it may. Raises Gone."""
 
+    def signal(self, pid: int, action: Action) -> bool:
+        """Resume, terminate or kill ``pid``; False when it is already gone."""
+
+    def signal_group(self, leader: int, action: Action) -> None:
+        """The same to the process group ``leader`` leads, where the OS has process groups:
+        what was forked after the last look at the tree."""
+
     def close(self) -> None:
         """Release the event source."""
+
+
+class PosixSignals:
+    """``signal``/``signal_group`` with kill(2) and killpg(2)."""
+
+    def signal(self, pid: int, action: Action) -> bool:
+        try:
+            os.kill(pid, POSIX_SIGNALS[action])
+        except ProcessLookupError:
+            return False
+        return True
+
+    def signal_group(self, leader: int, action: Action) -> None:
+        try:
+            os.killpg(leader, POSIX_SIGNALS[action])
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,8 +31,17 @@ POLL_S = 0.02
 def registry() -> Path:
     """This user's directory of runs in progress."""
     base = os.environ.get("LAB_RUNS_DIR") or os.path.join(
-        os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"fork-crash-lab-{os.getuid()}")
+        os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir(), f"fork-crash-lab-{_user()}")
     return Path(base)
+
+
+def _user() -> str:
+    """The uid on POSIX; the login name on Windows, whose temp directory is the user's own."""
+    if hasattr(os, "getuid"):
+        return str(os.getuid())
+    import getpass
+
+    return getpass.getuser()
 
 
 @dataclass
@@ -93,9 +101,9 @@ def cleanup() -> list[Cleaned]:
 def _finish(entry: RunEntry) -> Cleaned:
     reader = process.backend()
     left = reader.marked(entry.run_id)
-    for sig in (signal.SIGCONT, signal.SIGKILL):
+    for action in ("resume", "kill"):
         for pid in left:
-            process.send(pid, sig)
+            reader.signal(pid, action)
     end = time.monotonic() + GONE_DEADLINE_S
     while any(process.alive(pid) for pid in left) and time.monotonic() < end:
         process.reap_children()

@@ -3,8 +3,12 @@
 The ProcessTree is the one owner of a run's processes. It starts the root in a session of its
 own, registers each descendant the backend reports (fork events, children it lists, orphans
 re-parented to the lab as subreaper), normalises each exit status once, and at the end stops
-what still runs (SIGCONT, SIGTERM, a grace, SIGKILL) and reaps it all. An ``atexit`` backstop
-kills whatever a tree still held when the lab dies of its own bug before its cleanup ran.
+what still runs (resume, terminate, a grace, kill: the backend's signals) and reaps it all. An
+``atexit`` backstop kills whatever a tree still held when the lab dies of its own bug before
+its cleanup ran.
+
+Where waitpid(2) cannot reap (Windows: no WNOHANG, no zombies), the root's end comes from
+``Popen.poll``; the portable backend takes it from there on every OS, so Linux runs that path.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import atexit
 import os
 import select
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -21,11 +24,13 @@ from dataclasses import dataclass
 from lab import evidence as ev, interrupts, redact
 from lab.errors import BadInput, CommandNotFound
 from lab.process import exits, reap_children
-from lab.process.backend import Backend, Exited, Forked, Gone
+from lab.process.backend import POSIX_SIGNALS, Backend, Exited, Forked, Gone
 
 POLL_INTERVAL_S = 0.02  # the longest wait for an event before /proc is sampled again
 TERM_GRACE_S = 1.0
 KILL_DEADLINE_S = 10.0
+
+CAN_WAITPID = hasattr(os, "WNOHANG")  # POSIX: reap any child without blocking
 
 # Every tracked pid and every root (a session leader) of every live tree: the backstop's list.
 _LIVE_PIDS: set[int] = set()
@@ -34,19 +39,33 @@ _SESSIONS: set[int] = set()
 
 @atexit.register
 def _kill_leftovers() -> None:
-    """The backstop when the lab dies of its own bug before its cleanup ran."""
+    """The backstop when the lab dies of its own bug before its cleanup ran. Plain os.kill:
+    a backend may be half torn down by now. Windows has no SIGCONT or process groups, and its
+    os.kill ends a process with TerminateProcess whatever the signal."""
+    signals = [sig for sig in (POSIX_SIGNALS["resume"], POSIX_SIGNALS["kill"]) if sig]
     for pid in list(_LIVE_PIDS):
-        for sig in (signal.SIGCONT, signal.SIGKILL):
+        for sig in signals:
             try:
                 os.kill(pid, sig)
-            except ProcessLookupError:
+            except (ProcessLookupError, OSError):
                 break
+    if not hasattr(os, "killpg"):
+        return
     for leader in list(_SESSIONS):  # what was forked after the last scan
-        for sig in (signal.SIGCONT, signal.SIGKILL):
+        for sig in signals:
             try:
                 os.killpg(leader, sig)
             except (ProcessLookupError, PermissionError):
                 break
+
+
+def _pause(timeout: float, waitables: list) -> None:
+    """Until a waitable is readable, at most ``timeout`` s. With nothing to wait on, the poll
+    interval itself (select() of no descriptors fails on Windows)."""
+    if waitables:
+        select.select(waitables, [], [], max(0.0, timeout))
+    else:
+        time.sleep(max(0.0, timeout))  # polling: no event source to wait on
 
 
 @dataclass
@@ -124,10 +143,12 @@ class ProcessTree:
             self.discover()
 
     def wait(self, timeout: float, extra: Iterable = ()) -> None:
-        """Block until an event or ``extra`` is readable, at most ``timeout`` s."""
+        """Block until an event or ``extra`` is readable, at most ``timeout`` s (an ``extra``
+        whose fileno() is None, a report directory, is polled by the caller)."""
         fd = self.backend.fileno()
-        waitables = [w for w in (fd, *extra) if w is not None]
-        select.select(waitables, [], [], max(0.0, timeout))
+        waitables = [w for w in (fd, *extra)
+                     if w is not None and (isinstance(w, int) or w.fileno() is not None)]
+        _pause(timeout, waitables)
 
     def discover(self) -> None:
         for parent in self.unfinished():
@@ -156,6 +177,8 @@ class ProcessTree:
         try:
             info = self.backend.info(pid)
         except Gone:
+            if self.root is not None and pid == self.root.pid:
+                self._poll_root()  # gone without a zombie (Windows): Popen's handle knows
             if self.backend.fileno() is None and not member.finished:
                 # Polling: it exited and was reaped by its own parent between two polls.
                 self.finished(pid, None, when)
@@ -221,19 +244,19 @@ class ProcessTree:
     # -- stopping --------------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """SIGCONT then SIGTERM every live member, SIGKILL after a grace, reap them all."""
+        """Resume then terminate every live member, kill it after a grace, reap them all."""
         if self.root is None:
             self.backend.close()
             return
         live = self.live()
         if live and self.on_stop is not None:
             self.on_stop(live)
-        for sig in (signal.SIGCONT, signal.SIGTERM):
-            self._signal_all(live, sig)
-        self._signal_group(signal.SIGCONT)
+        for action in ("resume", "terminate"):
+            self._signal_all(live, action)
+        self.backend.signal_group(self.root.pid, "resume")
         self._wait_gone(TERM_GRACE_S)
-        self._signal_all(self.live() + self._strays(), signal.SIGKILL)
-        self._signal_group(signal.SIGKILL)
+        self._signal_all(self.live() + self._strays(), "kill")
+        self.backend.signal_group(self.root.pid, "kill")
         self._wait_gone(KILL_DEADLINE_S)
         self._wait_reaped(KILL_DEADLINE_S)
         self._take_events()
@@ -272,20 +295,10 @@ class ProcessTree:
                 continue
         return found
 
-    def _signal_all(self, pids: list[int], sig: int) -> None:
+    def _signal_all(self, pids: list[int], action: str) -> None:
         for pid in pids:
             self.members[pid].record.killed_by_lab = True
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-    def _signal_group(self, sig: int) -> None:
-        # Catch a process forked after the last scan: the root's process group.
-        try:
-            os.killpg(self.root.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+            self.backend.signal(pid, action)
 
     def _wait_gone(self, limit: float) -> None:
         end = time.monotonic() + limit
@@ -306,11 +319,8 @@ class ProcessTree:
             if not left or time.monotonic() >= end:
                 return
             for pid in left:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            select.select([], [], [], POLL_INTERVAL_S)
+                self.backend.signal(pid, "kill")
+            _pause(POLL_INTERVAL_S, [])
 
     # -- events and reaping ----------------------------------------------------------------------
 
@@ -323,6 +333,10 @@ class ProcessTree:
                 self.finished(event.pid, event.wait_status, event.timestamp_ns / 1e9)
 
     def _reap_members(self) -> None:
+        if not self.backend.adopts_orphans:
+            self._poll_root()
+        if not CAN_WAITPID:
+            return  # Windows: no zombies to reap, and the root's end is Popen's
         for pid in list(self.members):
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
@@ -332,9 +346,26 @@ class ProcessTree:
                 self._reaped(pid, status)
 
     def _reap_any(self) -> None:
+        if not self.backend.adopts_orphans:
+            self._poll_root()
         for pid, status in reap_children():
             if pid in self.members:
                 self._reaped(pid, status)
+
+    def _poll_root(self) -> None:
+        """The root's end from ``Popen.poll``: the one way every OS offers (a process handle
+        on Windows). It gives the exit code or the signal, not the raw wait status (so no
+        "core dumped")."""
+        if self.root is None or self.root.returncode is not None:
+            return
+        code = self.root.poll()
+        if code is None:
+            return
+        member = self.members[self.root.pid]
+        member.reaped_by_lab = True
+        if member.wait_status is None:
+            member.finished, member.finished_at = True, member.finished_at or time.monotonic()
+            self._ended(member.record, exits.from_returncode(code))
 
     def _reaped(self, pid: int, status: int) -> None:
         self.members[pid].reaped_by_lab = True

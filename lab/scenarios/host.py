@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     _tap_warnings()
     _tap_future_exceptions()
     state = scenario.prepare()
-    os.register_at_fork(before=reports.send_fork)
+    if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+        os.register_at_fork(before=reports.send_fork)
     payload = scenario.handoff(state, launcher.PICKLES_ARGS) if scenario.handoff else state
     try:
         child = launcher.Popen(run_child, (scenario.name, payload))

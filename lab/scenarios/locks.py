@@ -50,8 +50,10 @@ PYTHON_LOCK = Scenario(
 
 def reinit_prepare():
     python_prepare()
-    # The fix: give the child a fresh lock; the holder does not exist there.
-    os.register_at_fork(after_in_child=_reinit_lock)
+    # The fix: give the child a fresh lock; the holder does not exist there. (No fork(), as
+    # on Windows: a spawned child builds its own lock when it imports this module.)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_reinit_lock)
 
 
 def _reinit_lock():

@@ -13,6 +13,8 @@ import sys
 
 FAULT_DIR_VAR = "LAB_FAULT_DIR"  # lab.hook.FAULT_DIR_VAR
 REPORT_VAR = "LAB_REPORT_FIFO"  # lab.reports.ENV_VAR
+REPORT_DIR_VAR = "LAB_REPORT_DIR"  # lab.reports.DIR_VAR
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # POSIX's
 MAX_FRAMES = 40  # per thread, innermost first: the lock a thread holds is near the top
 MAX_THREADS = 256
 _state = {"reports": None, "fault_fd": None}
@@ -20,10 +22,12 @@ _state = {"reports": None, "fault_fd": None}
 
 def install():
     """Send faulthandler's output to this process's file; report every fork."""
+    if not hasattr(os, "register_at_fork"):
+        return  # no fork() here (Windows): nothing to report, and a spawned child is hooked too
     if os.environ.get(FAULT_DIR_VAR) and "PYTHONFAULTHANDLER" not in os.environ:
         if _faults_to_file():
             os.register_at_fork(after_in_child=_after_in_child)
-    if os.environ.get(REPORT_VAR):
+    if os.environ.get(REPORT_VAR) or os.environ.get(REPORT_DIR_VAR):
         os.register_at_fork(before=_before)
 
 
@@ -33,7 +37,7 @@ def _faults_to_file():
     if _state["fault_fd"] is None and faulthandler.is_enabled():
         return False  # -X faulthandler: the program's own choice, on its stderr
     path = os.path.join(os.environ[FAULT_DIR_VAR], f"fault-{os.getpid()}.txt")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | _CLOEXEC, 0o600)
     faulthandler.enable(fd, all_threads=True)
     old, _state["fault_fd"] = _state["fault_fd"], fd
     if old is not None:
@@ -114,7 +118,7 @@ def _tasks():
     found = []
     for entry in entries:
         try:
-            fd = os.open(f"/proc/self/task/{entry}/comm", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(f"/proc/self/task/{entry}/comm", os.O_RDONLY | _CLOEXEC)
         except OSError:
             continue  # it exited while we listed
         try:
