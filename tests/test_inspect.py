@@ -203,6 +203,23 @@ def test_another_users_process_without_the_right_is_refused_with_a_remedy(reaper
     assert "belongs to uid 65534" in line and "CAP_SYS_PTRACE" in line and "SYS_PTRACE" in line
 
 
+def test_a_target_that_ends_before_its_first_sample_is_still_reported(reaper):
+    # A loaded machine can end the target between the check that it exists and the window's
+    # first sample: the window must still report it (it once left the evidence without it)
+    from lab import process
+    from lab.inspector import sample
+
+    # GIVEN the PID of a process that has ended and been reaped since it was checked
+    ended = reaper.popen([sys.executable, "-c", "pass"])
+    assert ended.wait(timeout=SHORT_TIMEOUT) == 0
+    # WHEN the window samples it
+    seen = sample.TreeSampler(process.backend(), ended.pid, tree=True).run(window=0.2)
+    # THEN it is there, gone, and judged as a process that exited during the inspection
+    assert list(seen) == [ended.pid] and seen[ended.pid].gone
+    (record,) = sample.judge_all(seen, 0.2)
+    assert record.pid == ended.pid and "exited during the inspection" in record.detail
+
+
 def test_a_target_that_exits_during_the_window_is_reported(reaper, tmp_path):
     # GIVEN a process that exits as soon as its stdin closes
     target = reaper.popen([sys.executable, "-c", "import sys; sys.stdin.read()"],

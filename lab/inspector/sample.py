@@ -99,6 +99,10 @@ class TreeSampler:
                 seen = self.seen[pid] = Sampled(pid, info.ppid, argv,
                                                 stopped=info.state in "Tt")
         except (Gone, PermissionError):
+            if seen is None and pid == self.root:
+                # The target was there when the inspection began (it was checked): it ended
+                # before its first sample, which a loaded machine makes possible.
+                seen = self.seen[pid] = Sampled(pid, None, [])
             if seen is not None:
                 seen.gone = True
             return
