@@ -88,7 +88,9 @@ def test_pools_without_fork_return_the_right_result(reaper, tmp_path, pool, meas
     assert report["result"]["ids"] == [celery_lab.QUERY_ID]
     # AND the query ran in the worker's main process, the one that made the client
     worker = process(evidence, report["worker_pid"])
-    assert is_celery_worker(worker) and worker["exit_code"] == 0
+    tree = [(p["pid"], p["ppid"], p["argv"][1:4], p["exit_code"], p["detail"])
+            for p in evidence["processes"]]
+    assert is_celery_worker(worker) and worker["exit_code"] == 0, tree
     assert report["result"]["pid"] == report["worker_pid"]
     measure(f"celery {pool}: task sent -> result", report["task_s"])
 

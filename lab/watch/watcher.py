@@ -156,9 +156,9 @@ class Watcher(Observer):
             return False
         record = tree.members[pid].record
         record.threads = threads
-        parent = tree.members.get(record.ppid or -1)
-        if not record.argv or (parent is not None and record.argv == parent.record.argv):
-            self._describe_argv(tree.backend, record)  # forked: it may have exec'd since
+        # At every look, not only while it still shows its parent's argv: an exec can come at
+        # any time, and the last look before the end is the one the evidence keeps.
+        self._describe_argv(tree.backend, record)
         if not self.samples.setdefault(pid, judge.DeadlockWatch()).feed(now, threads):
             self.wakeups.pop(pid, None)
             return False
