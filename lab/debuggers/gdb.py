@@ -350,7 +350,10 @@ class _Gdb:
         if not processes.alive(self.pid):
             return TargetExited(f"process {self.pid} exited during `{command}`",
                                 preflight.TARGET_REMEDY)
-        code = self.process.poll()
+        try:  # its pipe broke: it is ending, but may not have been reaped yet
+            code = self.process.wait(timeout=GDB_EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            code = None
         return DebuggerFailed(f"gdb exited (status {code}) during `{command}`")
 
     def close(self) -> bool:
