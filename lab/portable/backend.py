@@ -25,7 +25,15 @@ import os
 import psutil
 
 from lab.evidence import ThreadState
-from lab.process.backend import POSIX_SIGNALS, RUN_ID_VAR, Action, Exited, Forked, Gone, ProcInfo
+from lab.process.backend import (
+    RUN_ID_VAR,
+    Action,
+    Exited,
+    Forked,
+    Gone,
+    PosixSignals,
+    ProcInfo,
+)
 
 NOTE = ("portable backend (psutil): the tree is polled; a descendant reaped by its own parent "
         "between two polls is seen without its exit status; threads show no syscall, so a "
@@ -155,12 +163,8 @@ class PortableBackend:
         return True
 
     def signal_group(self, leader: int, action: Action) -> None:
-        if not hasattr(os, "killpg"):
-            return  # Windows: no process groups; the run's marker finds what left the tree
-        try:
-            os.killpg(leader, POSIX_SIGNALS[action])
-        except (ProcessLookupError, PermissionError):
-            pass
+        if hasattr(os, "killpg"):  # Windows: no process groups; the run's marker finds the rest
+            PosixSignals.signal_group(self, leader, action)
 
     def close(self) -> None:
         pass
