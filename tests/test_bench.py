@@ -8,6 +8,7 @@ debugger left the child deadlocked, the fixed start methods answered their queri
 from __future__ import annotations
 
 import json
+import os
 import select
 import signal
 import struct
@@ -19,9 +20,11 @@ from pathlib import Path
 import pytest
 
 from conftest import LONG_TIMEOUT, REPO, SHORT_TIMEOUT
-from lab.bench import report
+from lab.bench import evidence_cost, report
+from lab.bench.context import BenchFailed
 from lab.bench.stats import summary
 from lab.envinfo import platform_key
+from lab.linux import procfs
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the bench runs on Linux only")
 
@@ -55,6 +58,7 @@ def check_document(results: dict, quick: bool) -> None:
         lab, floor = cell["lab"]["fork_to_verdict_s"], cell["floor"]["fork_to_blocked_s"]
         assert cell["ratios"]["lab_to_floor"] == round(lab["median"] / floor["median"], 1)
     evidence = results["evidence_cost"]
+    assert "error" not in evidence, evidence  # the tools measured, and how the child ended
     assert evidence["still_deadlocked"] is True
     tools = {tool["tool"].split(" (")[0]: tool for tool in evidence["tools"]}
     assert {"gdb", "gdb batch", "lldb batch", "strace snapshot", "gcore"} <= set(tools)
@@ -80,6 +84,7 @@ def check_document(results: dict, quick: bool) -> None:
     assert [row["children"] for row in scaling["children"]][:2] == [1, 8]
     assert set(scaling["watch_overhead"]["commands"]) == {"true", "python -c pass"}
     stacks = results["python_stacks"]  # py-spy vs py-bt on a held child, then lab inspect
+    assert "error" not in stacks, stacks
     assert stacks["still_deadlocked"] is True
     for tool in stacks["tools"]:
         if tool["tool"].startswith("py-spy"):
@@ -184,6 +189,28 @@ def wait_for_line(proc: subprocess.Popen, needle: bytes, limit: float = LONG_TIM
                 pytest.fail(f"stderr closed: {seen.decode(errors='replace')[-2000:]}")
             seen += chunk
     return seen
+
+
+def test_a_held_child_that_ended_is_named_at_once_with_its_signal():
+    # GIVEN a child that was killed and is not reaped yet (a zombie)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        child.kill()
+        deadline = time.monotonic() + SHORT_TIMEOUT
+        while procfs.stat(child.pid).state != "Z":
+            assert time.monotonic() < deadline, "the killed child never became a zombie"
+            time.sleep(0.005)
+        # WHEN the evidence bench waits for it to sleep untraced again
+        started = time.monotonic()
+        with pytest.raises(BenchFailed) as failed:
+            evidence_cost._wait_untraced(child.pid)
+        # THEN it says how the child ended, without waiting out its deadline
+        assert time.monotonic() - started < evidence_cost.UNTRACED_TIMEOUT_S
+        assert "killed by SIGKILL" in str(failed.value), failed.value
+        assert f"its parent: PID {os.getpid()}" in str(failed.value)
+    finally:
+        child.kill()
+        child.wait(timeout=SHORT_TIMEOUT)
 
 
 def test_summary_of_measurements():

@@ -7,6 +7,7 @@ still deadlocked: no tool may have changed what the next one sees.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from lab.bench.hung import blocked_forever
 from lab.bench.probe import Probe
 from lab.errors import Interrupted, LabError
 from lab.linux import procfs
+from lab.process import signal_name
 
 SCENARIO = "chromadb-tokio"
 HOLD_TIMEOUT_S = 120.0  # the hold program: imports, prepare, fork, block
@@ -39,6 +41,7 @@ LLDB_BATCH = ["lldb", "--batch", "--no-lldbinit", "-p", "{pid}", "-o", "thread b
 def measure(ctx: BenchContext) -> dict:
     """Return {scenario, child: {pid, threads, rss_bytes, ...}, tools: [...], still_deadlocked}."""
     ctx.say(f"cost of evidence: holding a deadlocked {SCENARIO} child")
+    tools, hold_log = [], ""
     try:
         with Probe("lab.bench.hung", [SCENARIO, "hold"], ctx.log("hold"), stdin_pipe=True,
                    env=ctx.env()) as probe:
@@ -48,19 +51,23 @@ def measure(ctx: BenchContext) -> dict:
                 raise BenchFailed(f"the {SCENARIO} child {pid} never blocked: nothing to "
                                   "capture")
             child = _describe(pid)
-            tools = []
-            for name, tool in _tools(ctx):
+            try:
+                for name, tool in _tools(ctx):
+                    _wait_untraced(pid)
+                    tools.append(_timed(ctx, name, tool, pid))
                 _wait_untraced(pid)
-                tools.append(_timed(ctx, name, tool, pid))
-            _wait_untraced(pid)
+            except BenchFailed:
+                hold_log = probe.tail()  # what the held child printed says how it ended
+                raise
             still = bool(blocked_forever(pid))
             probe.release(UNTRACED_TIMEOUT_S)
     except Interrupted:
         raise  # SIGINT/SIGTERM ends the bench; anything else skips one measurement
     except (LabError, procfs.Gone) as exc:
         line = exc.line() if isinstance(exc, LabError) else f"the held child vanished: {exc}"
-        ctx.say(f"cost of evidence: skipped: {line}")
-        return {"scenario": SCENARIO, "error": line, "tools": []}
+        ctx.say(f"cost of evidence: skipped: {line}{hold_log}")
+        # the tools measured before the failure say which one the child did not survive
+        return {"scenario": SCENARIO, "error": line + hold_log, "tools": tools}
     return {"scenario": SCENARIO, "child": child, "tools": tools, "still_deadlocked": still}
 
 
@@ -197,19 +204,33 @@ def _describe(pid: int) -> dict:
             "rss_bytes": _kib(status.get("VmRSS")), "vm_bytes": _kib(status.get("VmSize"))}
 
 
+def _ending(wait_status: int | None) -> str:
+    if wait_status is None:
+        return "how, the kernel does not say"
+    code = os.waitstatus_to_exitcode(wait_status)
+    return f"killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
+
+
 def _kib(text: str | None) -> int:
     return int(text.split()[0]) * 1024 if text else 0
 
 
 def _wait_untraced(pid: int) -> None:
-    """Wait until ``pid`` has no tracer and sleeps again (a tool's detach takes a moment)."""
+    """Wait until ``pid`` has no tracer and sleeps again (a tool's detach takes a moment).
+
+    Raises BenchFailed at once for a child that ended: it will never sleep again.
+    """
     deadline = time.monotonic() + UNTRACED_TIMEOUT_S
     while True:
         try:
             traced = procfs.tracer_pid(pid) != 0
-            state = procfs.stat(pid).state
+            found = procfs.stat(pid)
         except procfs.Gone:
             raise BenchFailed(f"the held child {pid} vanished during the evidence bench") from None
+        state = found.state
+        if state in "ZX":
+            raise BenchFailed(f"the held child {pid} ended during the evidence bench: "
+                              f"{_ending(found.exit_code)} (its parent: PID {found.ppid})")
         if not traced and state == "S":
             return
         if time.monotonic() > deadline:
