@@ -7,7 +7,6 @@ still deadlocked: no tool may have changed what the next one sees.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from lab.bench.hung import blocked_forever
 from lab.bench.probe import Probe
 from lab.errors import Interrupted, LabError
 from lab.linux import procfs
-from lab.process import signal_name
+from lab.process import exits
 
 SCENARIO = "chromadb-tokio"
 HOLD_TIMEOUT_S = 120.0  # the hold program: imports, prepare, fork, block
@@ -204,13 +203,6 @@ def _describe(pid: int) -> dict:
             "rss_bytes": _kib(status.get("VmRSS")), "vm_bytes": _kib(status.get("VmSize"))}
 
 
-def _ending(wait_status: int | None) -> str:
-    if wait_status is None:
-        return "how, the kernel does not say"
-    code = os.waitstatus_to_exitcode(wait_status)
-    return f"killed by {signal_name(-code)}" if code < 0 else f"exited with status {code}"
-
-
 def _kib(text: str | None) -> int:
     return int(text.split()[0]) * 1024 if text else 0
 
@@ -229,8 +221,10 @@ def _wait_untraced(pid: int) -> None:
             raise BenchFailed(f"the held child {pid} vanished during the evidence bench") from None
         state = found.state
         if state in "ZX":
+            ending = ("how, the kernel does not say" if found.exit_code is None
+                      else exits.from_wait_status(found.exit_code).detail)
             raise BenchFailed(f"the held child {pid} ended during the evidence bench: "
-                              f"{_ending(found.exit_code)} (its parent: PID {found.ppid})")
+                              f"{ending} (its parent: PID {found.ppid})")
         if not traced and state == "S":
             return
         if time.monotonic() > deadline:
