@@ -20,6 +20,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 _depth = 0  # how many deferred() blocks the main thread is in
 _pending: int | None = None  # a signal that arrived inside one
+_received: int | None = None  # the signal that interrupted the lab; check() raises it again
 _inherited_ignored: tuple[int, ...] = ()  # ignored when the lab started (nohup, a background job)
 
 
@@ -34,6 +35,8 @@ def _handler(signum: int, _frame) -> None:
 
 
 def _raise(signum: int) -> None:
+    global _received
+    _received = signum
     # The first signal interrupts; more of them must not interrupt the cleanup it starts.
     for each in SIGNALS:
         signal.signal(each, signal.SIG_IGN)
@@ -42,12 +45,24 @@ def _raise(signum: int) -> None:
 
 def install() -> None:
     """Make SIGINT and SIGTERM raise ``Interrupted`` in the main thread (once, the first)."""
-    global _pending, _inherited_ignored
-    _pending = None
+    global _pending, _received, _inherited_ignored
+    _pending = _received = None
     if not _inherited_ignored:
         _inherited_ignored = tuple(s for s in SIGNALS if signal.getsignal(s) == signal.SIG_IGN)
     for each in SIGNALS:
         signal.signal(each, _handler)
+
+
+def check() -> None:
+    """Raise ``Interrupted`` again when a signal already interrupted the lab.
+
+    The handler raises wherever the main thread is, and an ``except Exception`` there (a
+    library's, or a best-effort step of the lab's) can swallow it; the signals are ignored from
+    then on, so without this the lab would run on to the end and exit 0. The loops the lab waits
+    in call it.
+    """
+    if _received is not None:
+        raise Interrupted(_received)
 
 
 def inherited_ignored() -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lab import reports
+from lab import interrupts, reports
 from lab.options import RunOptions
 from lab.progress import Progress
 from lab.runner import run_scenario
@@ -38,6 +38,7 @@ def run_trials(scenario: str, launcher: str | None, trials: int,
     runs = []
     expected = None
     for index in range(1, trials + 1):
+        interrupts.check()  # swallowed during the last trial's end: no further trial
         started = time.monotonic()
         evidence = run_scenario(scenario, launcher, options, Progress(enabled=not quiet),
                                 python=python)

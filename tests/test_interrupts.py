@@ -47,3 +47,32 @@ def test_an_interrupt_inside_deferred_is_raised_after_the_block(reaper, name, st
     ignored = int(lines[2].split()[-1], 16)
     assert not ignored & (1 << (2 - 1)) and not ignored & (1 << (15 - 1)), lines[2]
     assert lines[3] == "child status -15"
+
+
+SWALLOWED = textwrap.dedent("""
+    import os, signal
+    from lab import interrupts
+    from lab.errors import Interrupted
+
+    interrupts.install()
+    interrupts.check()  # nothing received yet: no effect
+    try:  # a library's, or a best-effort step's, broad except
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not interrupted", flush=True)
+    except Exception as exc:
+        print("swallowed", type(exc).__name__, flush=True)
+    try:
+        interrupts.check()
+        print("check passed", flush=True)
+    except Interrupted as exc:
+        print("raised again", exc.exit_status, flush=True)
+""")
+
+
+def test_an_interrupt_that_something_swallowed_is_raised_again_at_the_next_check(reaper):
+    # GIVEN a process whose SIGTERM lands inside an `except Exception` that swallows it
+    result = reaper.run([sys.executable, "-c", SWALLOWED], cwd=REPO, timeout=SHORT_TIMEOUT)
+    # WHEN the lab next checks (its wait loop, the next trial)
+    # THEN the interrupt is raised again, with the signal's exit status: it is not lost
+    assert result.stdout.split("\n")[:2] == ["swallowed Interrupted", "raised again 143"], (
+        result.stdout + result.stderr)

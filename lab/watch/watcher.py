@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 
-from lab import evidence as ev, forensics, redact
+from lab import evidence as ev, forensics, interrupts, redact
 from lab.process import Gone
 from lab.process.tree import POLL_INTERVAL_S, Member
 from lab.session import Observer, RunSession
@@ -142,6 +142,7 @@ class Watcher(Observer):
                     return "quiet"
             upcoming = [self.due.get(pid, now) for pid in tree.unfinished()]
             until = min([deadline, *upcoming, *([grace_end] if grace_end else [])])
+            interrupts.check()  # one that something swallowed since the last wait
             tree.wait(max(0.0, min(until - now, SLOW_S)), extra=[session.channel])
 
     def sample(self, session: RunSession, pid: int, now: float) -> bool:
