@@ -17,7 +17,6 @@ import dataclasses
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from lab import debuggers, evidence as ev, process, scenarios
@@ -37,13 +36,13 @@ EXIT_TIMEOUT_S = 10.0  # the scenario's parent ending once its child is gone
 
 
 @dataclass
-class CatchOptions:
-    scenario: str = "chromadb-tokio"
+class CatchOptions(RunOptions):
+    """A catch is a run (``timeout``: seconds the child may run under the debugger) of one
+    catalog entry, under one named debugger from its first instruction."""
+
     debugger: str = "lldb"
+    scenario: str = "chromadb-tokio"
     launcher: str = "fork"
-    timeout: float | None = None  # seconds the child may run under the debugger; None: default
-    out_base: Path = Path("crash_dumps")
-    echo_output: bool = True
 
 
 def catch(options: CatchOptions, progress: Progress | None = None) -> ev.Evidence:
@@ -63,9 +62,7 @@ def catch(options: CatchOptions, progress: Progress | None = None) -> ev.Evidenc
     path = driver.find()
     target = dataclasses.replace(
         target, label=f"{options.scenario}-{options.launcher}-{options.debugger}")
-    session = RunSession(target, RunOptions(debugger=options.debugger, timeout=options.timeout,
-                                            out_base=options.out_base,
-                                            echo_output=options.echo_output), progress)
+    session = RunSession(target, options, progress)
     session.evidence.watch_mode = "debugger"
     session.evidence.watch_note = (f"the child runs under {options.debugger} from its first "
                                    "instruction; on Linux /proc is sampled to prove a deadlock, "

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import shlex
 import sys
 from pathlib import Path
 
-from lab import interrupts, process, scenarios
-from lab.errors import BadInput, LabError
-from lab.options import DEBUGGERS, RunOptions
+from lab import arguments, interrupts, process, scenarios
+from lab.arguments import OneLineParser, add_debugger, count, pid, positive
+from lab.debugger_names import DEBUGGERS
+from lab.errors import BadInput
+from lab.options import INSPECT_WINDOW_S, InspectOptions, RunOptions
+from lab.parsers.kinds import KINDS
 from lab.progress import Progress
 from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
-
-INTERNAL_ERROR_STATUS = 70
 
 EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 13 hang,
 14 data-loss,
@@ -28,90 +28,62 @@ does, or: 16 no such process, 17 a zombie, 18 the lab itself, 6 another user's p
 may not trace (a process that is not Python is inspected with native stacks only)."""
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, no usage dump
-        raise BadInput(message)
-
-
 def _common_options() -> dict[str, argparse.ArgumentParser]:
-    """The options several subcommands share, declared once (parents=[...], as pystack)."""
-    doc = _Parser(add_help=False)
+    """The options several subcommands share, declared once (parents=[...], as pystack).
+    ``--debugger`` is not among them: each subcommand declares its own default."""
+    doc = OneLineParser(add_help=False)
     doc.add_argument("--json", action="store_true",
                      help="print the document (evidence, tally, results) on stdout")
-    target = _Parser(add_help=False)
-    target.add_argument("--debugger", choices=DEBUGGERS, default="auto")
-    limit = target.add_mutually_exclusive_group()
-    limit.add_argument("--timeout", type=_positive, metavar="S",
-                       help="seconds before an unfinished run is a hang (default: the "
-                       "scenario's own; 60 for watch)")
-    limit.add_argument("--no-timeout", action="store_true",
-                       help="no limit: watch until the tree ends, a deadlock is proven, or "
-                       "Ctrl-C (a service)")
-    target.add_argument("--out", help="evidence base directory (default crash_dumps/, or "
-                        "$LAB_CRASH_DUMPS)")
-    observe = _Parser(add_help=False)
-    observe.add_argument("--quiet", action="store_true",
-                         help="no progress lines, no echo of the processes' output")
-    observe.add_argument("--debugger-timeout", type=_positive, metavar="S",
+    target = OneLineParser(add_help=False)
+    arguments.add_timeout(target, "seconds before an unfinished run is a hang (default: the "
+                          "scenario's own; 60 for watch)")
+    arguments.add_out(target)
+    observe = OneLineParser(add_help=False)
+    arguments.add_quiet(observe)
+    observe.add_argument("--debugger-timeout", type=positive, metavar="S",
                          help="seconds the whole debugger capture may take (default 120)")
     observe.add_argument("--gcore", action="store_true",
                          help="also write a core file of the culprit with gcore, when small")
-    observe.add_argument("--gcore-limit", type=_positive, metavar="MB", default=1024.0,
+    observe.add_argument("--gcore-limit", type=positive, metavar="MB", default=1024.0,
                          help="largest core --gcore writes, estimated first (default 1024)")
     return {"doc": doc, "target": target, "observe": observe}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lab", description="Reproduce, catch and explain fork/thread "
-                     "crashes.", epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="python -m lab", description="Reproduce, catch and explain "
+                           "fork/thread crashes.", epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     common = _common_options()
     running = [common["doc"], common["target"], common["observe"]]
 
     run = sub.add_parser("run", parents=running,
                          help="run a scenario and judge it against its expected verdict")
     run.add_argument("scenario")
+    add_debugger(run, "auto", "the debugger attached to the culprit: auto is the first "
+                  "installed of " + ", ".join(DEBUGGERS))
     run.add_argument("--launcher", help="how the child starts (default: fork, or the "
                      "scenario's first launcher); `lab list` shows them")
     run.add_argument("--strace", action="store_true",
                      help="run under strace -f and keep the blocked process's last syscalls")
-    run.add_argument("--trials", type=_count, help="run N independent trials; print the tally")
+    run.add_argument("--trials", type=count, help="run N independent trials; print the tally")
     run.add_argument("--python", help="run the scenario in this interpreter (e.g. python3.12, "
                      "to see CPython's fork DeprecationWarning); default: the lab's own")
-    run.add_argument("--pool", help="for an entry with worker pools (celery-chromadb): the "
-                     "pool (prefork, solo, threads, gevent, eventlet)")
+    run.add_argument("--pool", help="for a catalog entry with worker pools (`lab list` names "
+                     "them): the pool (prefork, solo, threads, gevent, eventlet)")
     run.add_argument("--fix", help="with --pool: none, worker-process-init or lazy")
 
     watch = sub.add_parser("watch", parents=running,
                            help="run any command and judge every descendant")
+    add_debugger(watch, "auto", "the debugger attached to the culprit: auto is the first "
+                  "installed of " + ", ".join(DEBUGGERS))
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     parse = sub.add_parser("parse", parents=[common["doc"]],
                            help="read what you already have (a GDB or LLDB session, a macOS "
                            "crash report, a py-spy dump) into an evidence document")
     parse.add_argument("debugger", metavar="KIND",
-                       choices=("auto", "gdb", "lldb", "crash", "py-spy"),
+                       choices=KINDS,
                        help="auto (detect it), gdb, lldb, crash (macOS .crash/.ips) or py-spy")
     parse.add_argument("file")
 
@@ -120,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     mat = sub.add_parser("matrix", parents=[common["doc"], common["target"]],
                          help="every scenario × launcher, N trials each: "
                          "results/<platform>.json, docs/RESULTS.md, docs/matrix.png")
-    mat.set_defaults(debugger="none")
-    mat.add_argument("--trials", type=_count, default=5, help="trials per cell (default 5)")
+    add_debugger(mat, "none", "the debugger attached to each trial's culprit")
+    mat.add_argument("--trials", type=count, default=5, help="trials per cell (default 5)")
     mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
                      "comma-separated (e.g. 'chromadb-tokio/*,*/mp-spawn')")
     mat.add_argument("--python", action="append", metavar="PYTHON",
@@ -130,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "comma-separated; one results/<platform>-pyX.Y.json each")
     mat.add_argument("--env-dir", default=".lab-envs",
                      help="where the interpreters' environments are created and cached")
-    merge = mat.add_subparsers(dest="matrix_command", parser_class=_Parser).add_parser(
+    merge = mat.add_subparsers(dest="matrix_command", parser_class=OneLineParser).add_parser(
         "merge", parents=[common["doc"]], help="combine results/*.json of several platforms "
         "and render docs/RESULTS.md and docs/matrix.png")
     merge.add_argument("files", nargs="+", metavar="RESULTS.json")
@@ -145,20 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="diagnose a process that is already hung, without relaunching "
                           "it: never kills or signals it, pauses it only while a debugger is "
                           "attached")
-    insp.add_argument("pid", type=_pid, metavar="PID")
+    insp.add_argument("pid", type=pid, metavar="PID")
     insp.add_argument("--tree", action=argparse.BooleanOptionalAction, default=True,
                       help="judge its descendants too (default: --tree)")
     insp.add_argument("--parent", action="store_true", help="also capture the parent in the "
                       "debugger (automatic for its threads and Python stacks when PID was "
                       "forked from it without exec, as a pool's worker is)")
-    insp.add_argument("--debugger", choices=DEBUGGERS, default="auto",
-                      help="native stacks of the culprit (default auto; none: no ptrace at "
-                      "all, the processes are never paused)")
-    insp.add_argument("--out", help="evidence base directory (default crash_dumps/, or "
-                      "$LAB_CRASH_DUMPS)")
-    insp.add_argument("--window", type=_positive, default=0.3, metavar="S",
-                      help="seconds of /proc samples to judge from (default 0.3)")
-    insp.add_argument("--debugger-timeout", type=_positive, metavar="S",
+    add_debugger(insp, "auto", "native stacks of the culprit; none: no ptrace at all, the "
+                  "processes are never paused")
+    arguments.add_out(insp)
+    insp.add_argument("--window", type=positive, default=INSPECT_WINDOW_S, metavar="S",
+                      help="seconds of /proc samples to judge from (default "
+                      f"{INSPECT_WINDOW_S:g})")
+    insp.add_argument("--debugger-timeout", type=positive, metavar="S",
                       help="seconds the whole debugger capture may take (default 120)")
     insp.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -262,7 +233,6 @@ def _recorded(args) -> Path | None:
 
 
 def _cmd_matrix(args) -> int:
-    from lab import redact
     from lab.matrix import merge as matrix_merge
 
     if args.matrix_command == "merge":
@@ -285,13 +255,10 @@ def _cmd_matrix(args) -> int:
     pythons = [p.strip() for given in args.python or [] for p in given.split(",") if p.strip()]
     for python in pythons:  # a typo fails now, not after the interpreters before it ran
         interpreters.resolve(python)
+    options = MatrixOptions.from_args(args)
     docs = []
     for python in pythons or [None]:
-        doc = run_matrix(MatrixOptions(
-            trials=args.trials, only=args.only, debugger=args.debugger, timeout=args.timeout,
-            out_base=RunOptions.from_args(args).out_base, results_dir=Path(args.results_dir),
-            docs_dir=Path(args.docs_dir), python=python, env_dir=Path(args.env_dir),
-            command=shlex.join(redact.argv(["python", "-m", "lab", *(sys.argv[1:])]))))
+        doc = run_matrix(dataclasses.replace(options, python=python))
         docs.append(doc)
     files = matrix_merge.platform_files(Path(args.results_dir))
     merged = matrix_merge.merge(matrix_merge.load_all(files, []), recorded)
@@ -338,21 +305,10 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _pid(text: str) -> int:
-    try:
-        return _count(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"not a process id: {text!r}") from None
-
-
 def _cmd_inspect(args) -> int:
-    from lab.inspector import InspectOptions, inspect
+    from lab.inspector import inspect
 
-    options = RunOptions.from_args(args)
-    evidence = inspect(InspectOptions(
-        pid=args.pid, tree=args.tree, parent=args.parent, debugger=args.debugger,
-        window=args.window, out_base=options.out_base, debugger_timeout=args.debugger_timeout),
-        Progress(enabled=not args.quiet))
+    evidence = inspect(InspectOptions.from_args(args), Progress(enabled=not args.quiet))
     if args.json:
         sys.stdout.write(evidence.to_json())
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
@@ -367,10 +323,12 @@ def _cmd_bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = None
-    try:
+    parsed: list = []
+
+    def body() -> int:
         interrupts.install()
         args = build_parser().parse_args(argv)
+        parsed.append(args)
         process.backend_name()  # a LAB_BACKEND that names no backend: one line, nothing started
         handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
                    "parse": _cmd_parse, "matrix": _cmd_matrix, "report": _cmd_report,
@@ -379,19 +337,5 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "watch", "matrix", "bench"):
             _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
         return handler(args)
-    except LabError as exc:
-        if exc.evidence is not None and getattr(args, "json", False):
-            sys.stdout.write(exc.evidence.to_json())  # --json always gets the document
-        sys.stderr.write(f"lab: error: {exc.line()}\n")
-        return exc.exit_status
-    except KeyboardInterrupt:
-        sys.stderr.write("lab: error: interrupted by SIGINT\n")
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception as exc:  # a bug in the lab: one line, the traceback only on request
-        if os.environ.get("LAB_DEBUG"):
-            raise
-        sys.stderr.write(f"lab: internal error: {type(exc).__name__}: {exc} "
-                         "(set LAB_DEBUG=1 for the traceback)\n")
-        return INTERNAL_ERROR_STATUS
+
+    return arguments.exit_status(body, lambda: bool(parsed and getattr(parsed[0], "json", False)))

@@ -1,4 +1,5 @@
-"""How to run and observe a target: the options every run command shares, declared once."""
+"""How to run and observe a target: one options object per run kind, built once from the
+command line (``from_args``) and passed down unchanged."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEBUGGERS = ("auto", "gdb", "lldb", "none")
+INSPECT_WINDOW_S = 0.3  # default `lab inspect --window`: see lab.inspector.sample
 
 
 def default_out_base() -> Path:
@@ -16,7 +17,7 @@ def default_out_base() -> Path:
 
 @dataclass
 class RunOptions:
-    debugger: str = "auto"  # auto | gdb | lldb | none
+    debugger: str = "auto"  # "auto", "none", or a name of lab.debuggers' registry
     timeout: float | None = None  # None: the target's own
     out_base: Path = Path("crash_dumps")
     run_id: str | None = None
@@ -28,11 +29,33 @@ class RunOptions:
     @classmethod
     def from_args(cls, args) -> RunOptions:
         """From the command line's common options (see ``lab.cli``)."""
-        no_limit = getattr(args, "no_timeout", False)
-        return cls(debugger=getattr(args, "debugger", "auto"),
-                   timeout=math.inf if no_limit else getattr(args, "timeout", None),
-                   out_base=Path(args.out) if getattr(args, "out", None) else default_out_base(),
-                   echo_output=not getattr(args, "quiet", False),
-                   strace=getattr(args, "strace", False),
-                   debugger_timeout=getattr(args, "debugger_timeout", None),
-                   gcore_limit_mb=(args.gcore_limit if getattr(args, "gcore", False) else None))
+        return cls(**run_fields(args))
+
+
+@dataclass
+class InspectOptions(RunOptions):
+    """``lab inspect PID``: a run whose target is a process that already exists."""
+
+    pid: int = 0
+    tree: bool = True  # judge the descendants too
+    parent: bool = False  # also the parent's native stacks (a second ptrace capture)
+    window: float = INSPECT_WINDOW_S
+
+    @classmethod
+    def from_args(cls, args) -> InspectOptions:
+        return cls(**run_fields(args), pid=args.pid, tree=getattr(args, "tree", True),
+                   parent=getattr(args, "parent", False),
+                   window=getattr(args, "window", INSPECT_WINDOW_S))
+
+
+def run_fields(args) -> dict:
+    """``RunOptions``' fields from the command line's common options; a run kind's own
+    ``from_args`` adds its fields to these."""
+    no_limit = getattr(args, "no_timeout", False)
+    return dict(debugger=getattr(args, "debugger", None) or "auto",
+                timeout=math.inf if no_limit else getattr(args, "timeout", None),
+                out_base=Path(args.out) if getattr(args, "out", None) else default_out_base(),
+                echo_output=not getattr(args, "quiet", False),
+                strace=getattr(args, "strace", False),
+                debugger_timeout=getattr(args, "debugger_timeout", None),
+                gcore_limit_mb=(args.gcore_limit if getattr(args, "gcore", False) else None))

@@ -15,50 +15,44 @@ stack was recorded); the lab's error statuses otherwise (5: no debugger, 6: ptra
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from lab import debuggers, interrupts  # noqa: E402
+from lab import arguments, debuggers, interrupts  # noqa: E402
 from lab.catch import CatchOptions, catch, outcome  # noqa: E402
-from lab.errors import BadInput, LabError  # noqa: E402
+from lab.options import default_out_base  # noqa: E402
 from lab.progress import Progress  # noqa: E402
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise BadInput(message)
-
-
-def main(argv: list[str] | None = None) -> int:
-    interrupts.install()  # SIGINT/SIGTERM unwind through the catch's cleanup
-    parser = _Parser(description=__doc__.splitlines()[0])
+def _parser() -> arguments.OneLineParser:
+    parser = arguments.OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", default="chromadb-tokio")
     parser.add_argument("--debugger", choices=debuggers.names(), default="lldb")
     parser.add_argument("--launcher", default="fork")
-    parser.add_argument("--timeout", type=float, help="seconds the child may run (default: "
-                        "the scenario's)")
-    parser.add_argument("--out", help="evidence base directory (default: $LAB_CRASH_DUMPS or "
-                        "crash_dumps/)")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    try:
-        args = parser.parse_args(argv)
-        out = Path(args.out or os.environ.get("LAB_CRASH_DUMPS", "crash_dumps"))
+    parser.add_argument("--timeout", type=arguments.positive, metavar="S",
+                        help="seconds the child may run (default: the scenario's)")
+    arguments.add_out(parser)
+    arguments.add_quiet(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body() -> int:
+        interrupts.install()  # SIGINT/SIGTERM unwind through the catch's cleanup
+        args = _parser().parse_args(argv)
         options = CatchOptions(scenario=args.scenario, debugger=args.debugger,
-                               launcher=args.launcher, timeout=args.timeout, out_base=out,
+                               launcher=args.launcher, timeout=args.timeout,
+                               out_base=Path(args.out) if args.out else default_out_base(),
                                echo_output=not args.quiet)
-        evidence = catch(options, Progress(enabled=not args.quiet))
-    except LabError as error:
-        sys.stderr.write(f"lab: error: {error.line()}\n")
-        return error.exit_status
-    reason = outcome(evidence)
-    if reason:
-        sys.stderr.write(f"lab: {reason}\n")
-        return 1
-    return 0
+        reason = outcome(catch(options, Progress(enabled=not args.quiet)))
+        if reason:
+            sys.stderr.write(f"lab: {reason}\n")
+            return 1
+        return 0
+
+    return arguments.exit_status(body)
 
 
 if __name__ == "__main__":

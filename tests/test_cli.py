@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import PROGRAMS
+
 
 def assert_one_line_error(result, status, *words):
     assert result.returncode == status, (result.returncode, result.stderr)
@@ -80,3 +82,57 @@ def test_secrets_in_the_environment_and_argv_are_redacted(reaper, tmp_path):
             for secret in ("sk-planted0123456789abcdef", "hunter2", "abc123secret"):
                 assert secret not in text, f"{secret} leaked into {path.name}"
     assert "sk-planted" not in result.stdout
+
+
+# Each subcommand's defaults, as parsed: argparse shares a parent parser's actions, so a
+# default set for one subcommand once leaked into all (`watch` ran without a debugger).
+@pytest.mark.parametrize("argv, debugger", [
+    (["run", "chromadb-tokio"], "auto"),
+    (["watch", "--", "true"], "auto"),
+    (["inspect", "1"], "auto"),
+    (["matrix"], "none"),
+    (["matrix", "--debugger", "gdb"], "gdb"),
+    (["watch", "--debugger", "none", "--", "true"], "none"),
+])
+def test_each_subcommand_parses_its_own_defaults(argv, debugger, monkeypatch):
+    from lab.cli import build_parser
+    from lab.matrix.run import MatrixOptions
+    from lab.options import InspectOptions, RunOptions
+
+    monkeypatch.delenv("LAB_CRASH_DUMPS", raising=False)
+    parser = build_parser()
+    for other in (["matrix"], ["watch", "--", "true"]):  # parsing a sibling changes nothing
+        parser.parse_args(other)
+    args = parser.parse_args(argv)
+    assert args.debugger == debugger
+    kind = {"inspect": InspectOptions, "matrix": MatrixOptions}.get(argv[0], RunOptions)
+    options = kind.from_args(args)
+    assert (options.debugger, options.timeout, str(options.out_base)) == (
+        debugger, None, "crash_dumps")
+    assert isinstance(options, RunOptions)
+
+
+def test_the_entry_points_offer_the_registry_debuggers():
+    from lab import debuggers
+    from lab.celery_lab.__main__ import _parser as celery_parser
+    from lab.cli import build_parser
+    from lab.parsers.kinds import KINDS
+
+    offered = {"auto", *debuggers.names(), "none"}
+    sub = build_parser()._subparsers._group_actions[0].choices
+    for name in ("run", "watch", "inspect", "matrix"):
+        (action,) = [a for a in sub[name]._actions if a.dest == "debugger"]
+        assert set(action.choices) == offered, name
+    (action,) = [a for a in celery_parser()._actions if a.dest == "debugger"]
+    assert set(action.choices) == offered
+    assert set(debuggers.names()) < set(KINDS)
+
+
+def test_watch_attaches_a_debugger_by_default(reaper, tmp_path):
+    from lab import debuggers
+
+    result = reaper.lab("watch", "--json", "--quiet", "--out", str(tmp_path), "--",
+                        sys.executable, str(PROGRAMS / "lock_held_at_fork.py"))
+    evidence = json.loads(result.stdout)
+    assert evidence["verdict"] == "deadlock", result.stderr
+    assert evidence["debugger"]["name"] in debuggers.names(), evidence["debugger"]

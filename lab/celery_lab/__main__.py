@@ -16,7 +16,7 @@ prints one line and exits with its own status (see ``python -m lab --help``).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import celery_lab, interrupts
-from lab.errors import LabError
+from lab import arguments, celery_lab, interrupts
+from lab.arguments import OneLineParser
 from lab.options import RunOptions
 from lab.progress import Progress
+from lab.verdicts import RUN_MISMATCH_STATUS
 
 ALONE_EXPECTED = "TimeLimitExceeded"  # Celery's own answer to the hang: the hard time limit
 ALONE_MARGIN_S = 30.0  # past the driver's own deadlines, before it is killed from outside
@@ -45,7 +46,7 @@ def _row(pool: str, fix: str, expected: str, observed: str, lab_s, report: dict,
             "celery_reported": report.get("reported") or note, "evidence_dir": None}
 
 
-def run_one(pool: str, fix: str, args, progress: Progress | None, echo: bool) -> dict:
+def run_one(pool: str, fix: str, options: RunOptions, progress: Progress | None) -> dict:
     from lab.celery_lab.runner import celery_report, run_celery
     from lab.scenarios import MissingPackage
 
@@ -53,9 +54,7 @@ def run_one(pool: str, fix: str, args, progress: Progress | None, echo: bool) ->
     limits = {"soft_time_limit_s": soft, "hard_time_limit_s": hard}
     expected = celery_lab.expected(pool, fix)
     try:
-        evidence = run_celery(pool, fix, RunOptions(debugger=args.debugger, timeout=args.timeout,
-                                                    out_base=Path(args.out), echo_output=echo),
-                              progress)
+        evidence = run_celery(pool, fix, options, progress)
     except MissingPackage as exc:
         return _row(pool, fix, expected, "skipped", None, limits, f"skipped: {exc.line()}")
     report = celery_report(evidence)
@@ -140,55 +139,59 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m lab.celery_lab",
-                                     description=__doc__.split("\n\n")[0])
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m lab.celery_lab", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pool", choices=celery_lab.POOLS, help="run this pool only, once")
     parser.add_argument("--fix", choices=celery_lab.FIXES, default="none")
-    parser.add_argument("--debugger", choices=("auto", "gdb", "lldb", "none"), default=None,
-                        help="default: auto for one run, none for the matrix")
-    parser.add_argument("--timeout", type=float, help="seconds before a run is a hang")
-    parser.add_argument("--out", default=os.environ.get("LAB_CRASH_DUMPS", "crash_dumps"))
+    arguments.add_debugger(parser, None, "the debugger attached to the culprit (default: auto "
+                           "for one run, none for the matrix)")
+    arguments.add_timeout(parser, "seconds before a run is a hang (default: the catalog's)")
+    arguments.add_out(parser)
     parser.add_argument("--json", action="store_true", help="one run: the evidence document; "
                         "the matrix: its rows")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    arguments.add_quiet(parser)
     parser.add_argument("--no-alone", action="store_true",
                         help="skip the run without the lab (it lasts the hard time limit)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    interrupts.install()
-    try:
-        if args.pool:
-            return _single(args)
-        return _matrix(args)
-    except LabError as exc:
-        if exc.evidence is not None and args.json:
-            sys.stdout.write(exc.evidence.to_json())
-        sys.stderr.write(f"lab: error: {exc.line()}\n")
-        return exc.exit_status
+    parsed: list = []
+
+    def body() -> int:
+        interrupts.install()
+        args = _parser().parse_args(argv)
+        parsed.append(args)
+        return _single(args) if args.pool else _matrix(args)
+
+    return arguments.exit_status(body, lambda: bool(parsed and parsed[0].json))
 
 
 def _single(args) -> int:
-    """One pool, once: exactly `python -m lab run celery-chromadb --pool P --fix F`."""
-    from lab.cli import main as lab_main
+    """One pool, once: what `python -m lab run celery-chromadb --pool P --fix F` does."""
+    from lab.celery_lab.runner import run_celery
+    from lab.runner import mismatch
 
-    argv = ["run", celery_lab.SCENARIO, "--pool", args.pool, "--fix", args.fix,
-            "--debugger", args.debugger or "auto", "--out", args.out]
-    argv += ["--timeout", str(args.timeout)] if args.timeout else []
-    argv += [flag for flag, given in (("--quiet", args.quiet), ("--json", args.json)) if given]
-    return lab_main(argv)
+    args.debugger = args.debugger or "auto"
+    evidence = run_celery(args.pool, args.fix, RunOptions.from_args(args),
+                          Progress(enabled=not args.quiet))
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    why = mismatch(evidence)
+    if why is None:
+        return 0
+    sys.stderr.write(f"lab: {why}\n")
+    return RUN_MISMATCH_STATUS
 
 
 def _matrix(args) -> int:
     args.debugger = args.debugger or "none"
+    options = dataclasses.replace(RunOptions.from_args(args), echo_output=False)
     rows = []
     started = time.monotonic()
     for pool, fix in celery_lab.combinations():
         sys.stderr.write(f"celery-lab: pool {pool}, fix {fix} ...\n")
-        row = run_one(pool, fix, args, Progress(enabled=False), echo=False)
+        row = run_one(pool, fix, options, Progress(enabled=False))
         sys.stderr.write(f"celery-lab:   expected {row['expected']}, observed {row['observed']}; "
                          f"celery: {row['celery_reported']}\n")
         rows.append(row)
@@ -199,7 +202,7 @@ def _matrix(args) -> int:
     else:
         sys.stdout.write(table(rows))
         sys.stdout.write(f"{len(rows)} runs in {time.monotonic() - started:.0f} s; evidence "
-                         f"under {args.out}/\n")
+                         f"under {options.out_base}/\n")
     bad = [r for r in rows if r["observed"] not in (r["expected"], "skipped")]
     return 1 if bad else 0
 

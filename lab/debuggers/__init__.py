@@ -10,14 +10,16 @@ from __future__ import annotations
 from types import ModuleType
 
 from lab import registry
+from lab.debugger_names import DEBUGGERS
 
 CAPTURE = {"gdb": "lab.debuggers.gdb", "lldb": "lab.debuggers.lldb"}  # gdb over MI
 CATCH = {"gdb": "lab.debuggers.gdb_batch", "lldb": "lab.debuggers.lldb"}
+assert set(CAPTURE) == set(CATCH) == set(DEBUGGERS), "each debugger has both drivers"
 
 
 def names() -> list[str]:
     """The debuggers, in the order ``--debugger auto`` tries them."""
-    return list(CAPTURE)
+    return list(DEBUGGERS)
 
 
 def get(name: str, job: str = "capture") -> ModuleType:

@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 
 from lab import evidence as ev, process, redact
+from lab.options import INSPECT_WINDOW_S
 from lab.process import Backend, Gone
 from lab.verdicts import Verdict
 from lab.watch import judge
 
-WINDOW_S = 0.3  # default --window: the proof needs judge.STABLE_S and judge.MIN_SAMPLES
+WINDOW_S = INSPECT_WINDOW_S  # the proof needs judge.STABLE_S and judge.MIN_SAMPLES
 INTERVAL_S = 0.02  # between two samples of one process (the watcher's fast interval)
 MIN_WINDOW_S = judge.STABLE_S + 2 * INTERVAL_S  # a shorter window could never prove anything
 MAX_PROCESSES = 256  # a tree larger than this is cut (the root and the first found are kept)

@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -26,25 +27,35 @@ from lab.evidence import write_atomic
 from lab.matrix import partial
 from lab.matrix.cells import Cell, all_cells, patterns, select
 from lab.matrix.envs import Runtime, prepare
-from lab.options import RunOptions
+from lab.options import RunOptions, run_fields
 
 # Errors of the environment, not of one cell: every later cell would fail the same way.
 FATAL = (DebuggerMissing, PtraceRefused, OutputNotWritable, Interrupted)
 
 
 @dataclass
-class MatrixOptions:
+class MatrixOptions(RunOptions):
+    """The matrix is many runs: ``out_base`` holds their evidence directories; each trial runs
+    with these options as they are (``RunOptions``), quietly."""
+
+    debugger: str = "none"
     trials: int = 5
     only: str | None = None
-    debugger: str = "none"
-    timeout: float | None = None
-    out_base: Path = Path("crash_dumps")  # the runs' evidence directories
     results_dir: Path = Path("results")
     docs_dir: Path = Path("docs")
     command: str = "python -m lab matrix"  # as typed, secrets redacted
     stream: object = field(default=None)  # progress lines (default: stderr)
     python: str | None = None  # the interpreter to run the cells in (default: the lab's own)
     env_dir: Path = Path(".lab-envs")  # the interpreters' environments (lab.matrix.envs)
+
+    @classmethod
+    def from_args(cls, args) -> MatrixOptions:
+        """From ``python -m lab matrix``'s arguments; ``command`` is the line as typed, with
+        its secrets redacted."""
+        return cls(**run_fields(args), trials=args.trials, only=args.only,
+                   results_dir=Path(args.results_dir), docs_dir=Path(args.docs_dir),
+                   env_dir=Path(args.env_dir),
+                   command=shlex.join(redact.argv(["python", "-m", "lab", *sys.argv[1:]])))
 
 
 def platform_doc(runtime: Runtime | None = None) -> dict:
@@ -139,9 +150,7 @@ def _run_cell(cell: Cell, options: MatrixOptions, say,
 
     try:
         run_trials(cell.scenario, cell.launcher, options.trials,
-                   RunOptions(debugger=options.debugger, timeout=options.timeout,
-                              out_base=options.out_base), quiet=True, on_trial=on_trial,
-                   python=python)
+                   options, quiet=True, on_trial=on_trial, python=python)
     except MissingPackage as exc:
         return matrix.NOT_RUN, runs, exc.line()
     except FATAL as exc:

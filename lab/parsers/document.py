@@ -19,7 +19,6 @@ from lab.evidence import Evidence, PlatformInfo, ProcessRecord, Syscall, ThreadS
 from lab.linux import syscalls
 from lab.parsers.transcript import Parsed
 
-DEBUGGERS = ("gdb", "lldb")
 CRASH_SIGNALS = frozenset({"SIGTRAP", "SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE",
                            "SIGSYS"})
 BINARY_SHARE = 0.01  # more undecodable characters than this: not a text transcript

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 
+from lab.debugger_names import DEBUGGERS
 from lab.errors import BadInput
 from lab.parsers.transcript import Parsed
 
-KINDS = ("auto", "gdb", "lldb", "crash", "py-spy")
+OTHER_KINDS = ("crash", "py-spy")  # the texts that are no debugger's transcript
+KINDS = ("auto", *DEBUGGERS, *OTHER_KINDS)
 NAMES = {"gdb": "a GDB transcript", "lldb": "an LLDB transcript",
          "crash": "a macOS crash report", "py-spy": "a py-spy dump"}
 
