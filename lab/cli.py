@@ -278,7 +278,7 @@ def _cmd_matrix(args) -> int:
 
 def _cleanup(quiet: bool) -> list:
     """Finish what killed labs left; one line on stderr per run (unless ``quiet``)."""
-    from lab.process import runs
+    from lab import runs
 
     done = runs.cleanup()
     for run in done if not quiet else []:
@@ -306,7 +306,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from lab.inspector import inspect
+    from lab.inspector.run import inspect
 
     evidence = inspect(InspectOptions.from_args(args), Progress(enabled=not args.quiet))
     if args.json:

@@ -215,14 +215,9 @@ def snapshot(ppid: int, child: int, t_ns: int, python: bool) -> ParentInfo | Non
                       if forking else None)
 
 
-def at_verdict(pid: int) -> tuple[list[DebugThread], str]:
-    """``pid``'s Python stacks now, read from its memory by py-spy without pausing it (no
-    code runs in the program: no thread, no signal); and a note of how, or why none."""
-    try:
-        from lab.stacks import pyspy
-    except ImportError:
-        return [], "py-spy is not part of this lab"
-    stacks = pyspy.dump(pid, blocking=False)
+def at_verdict(stacks: dict[str, Any]) -> tuple[list[DebugThread], str]:
+    """A process's threads with their Python stacks from py-spy's ``stacks`` of it (read from
+    its memory without pausing it: ``lab.stacks.pyspy.dump``); and a note of how, or why none."""
     if stacks.get("error"):
         return [], f"py-spy: {stacks['error']}"
     threads = [DebugThread(tid=t.get("tid"), name=_text(t.get("name")) or None,

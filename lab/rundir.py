@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab import evidence as ev
 from lab.errors import OutputNotWritable
+from lab.verdicts import Verdict
 
 
 def new_run_id(label: str) -> str:
@@ -54,16 +57,47 @@ class RunDir:
             raise OutputNotWritable(f"cannot write evidence under {base}: {exc.strerror}") from exc
         return cls(run_id=run_id, path=path.resolve())
 
+    @classmethod
+    def existing(cls, path: Path) -> RunDir:
+        """The directory of a run made earlier (by this lab or another)."""
+        path = Path(path)
+        return cls(run_id=path.name, path=path)
+
+    def read_evidence(self) -> ev.Evidence | None:
+        """The evidence.json written there, or None when it is missing or unreadable."""
+        try:
+            return ev.from_dict(json.loads((self.path / "evidence.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def mark_interrupted(self, why: Callable[[str], str]) -> bool:
+        """End an incomplete run that its lab left: verdict ``interrupted``, ``why(after)`` the
+        error (``after``: " after the verdict X" when one was reached, else ""), the summary
+        written anew. False when there is nothing to mark (gone, unreadable, or complete)."""
+        evidence = self.read_evidence()
+        if evidence is None or evidence.complete:
+            return False
+        reached = evidence.verdict
+        evidence.verdict = Verdict.INTERRUPTED.value
+        evidence.error = why(f" after the verdict {reached}" if reached else "")
+        evidence.complete = True
+        self.write_evidence(evidence)
+        self.write_summary(evidence)
+        return not self.failed
+
     def write_evidence(self, evidence: ev.Evidence) -> Path:
         target = self.path / "evidence.json"
         self._write(target, evidence.to_json())
         return target
 
     def write_summary(self, evidence: ev.Evidence) -> Path:
+        """summary.md, in the words of the way the run looked (a run, or ``lab inspect``)."""
         from lab.render import summary_markdown
+        from lab.render_inspect import summary as inspect_summary
 
         target = self.path / "summary.md"
-        self._write(target, summary_markdown(evidence))
+        render = inspect_summary if evidence.mode == "inspect" else summary_markdown
+        self._write(target, render(evidence))
         return target
 
     def _write(self, target: Path, text: str) -> None:

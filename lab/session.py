@@ -5,7 +5,12 @@ seeds the evidence, launches the target (its environment, a scratch directory, t
 channel, the output tee, the ProcessTree), folds every report into the evidence, and — whatever
 happens: a verdict, a timeout, the lab's own exception, SIGINT/SIGTERM — stops and reaps the
 tree and writes the evidence atomically, complete, once. An *observer* (the watcher, the
-catch) does the watching in between; ``run(observer)`` holds the two together.
+catch, the inspector) does the watching in between; ``run(observer)`` holds the two together.
+
+A target that already runs (``Target.pid``: ``lab inspect PID``) is the same lifecycle with
+two steps changed: ``launch`` starts nothing and attaches to nothing, and the end checks that
+every process the observer found (``found``) was left as it was found, instead of stopping a
+tree the lab never owned.
 """
 
 from __future__ import annotations
@@ -19,17 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab import evidence as ev, faults, forks, hook, process, redact
+from lab import evidence as ev, faults, forks, hook, process, redact, runs
+from lab.backend import RUN_ID_VAR
 from lab.envinfo import platform_info
-from lab.errors import EvidenceNotWritten, Interrupted, LabError
+from lab.errors import DebuggerFailed, EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
 from lab.output import OutputTee
-from lab.process import runs
-from lab.process.backend import RUN_ID_VAR
 from lab.process.tree import ProcessTree
 from lab.progress import Progress
 from lab.reports import Event, ReportChannel
 from lab.rundir import RunDir
+from lab.stacks import pyspy
 from lab.target import Target
 from lab.verdicts import Verdict, worst
 
@@ -60,7 +65,8 @@ class RunSession:
         self.evidence = ev.Evidence(
             run_id=self.rundir.run_id, command=redact.argv(list(target.argv)),
             platform=platform_info(), scenario=target.scenario, launcher=target.launcher,
-            expected=target.expected, evidence_dir=str(self.rundir.path))
+            expected=target.expected, evidence_dir=str(self.rundir.path),
+            mode="inspect" if target.pid is not None else None)
         if target.python_version:
             self.evidence.platform.python = target.python_version
         self.backend = process.backend()
@@ -81,6 +87,14 @@ class RunSession:
         self._output: threading.Thread | None = None
         self._tee: OutputTee | None = None
         self._registered: runs.RunEntry | None = None
+        # An existing target's processes as the observer found them: {pid: (stopped, tracer)}.
+        self.found: dict[int, tuple[bool, int]] = {}
+        self.not_as_found: dict[int, str] = {}  # {pid: what changed}, checked at the end
+
+    @property
+    def launches(self) -> bool:
+        """False for a target that already runs: the lab owns none of its processes."""
+        return self.target.pid is None
 
     @property
     def timeout(self) -> float:
@@ -122,11 +136,15 @@ class RunSession:
     def _end(self, observer: Observer) -> None:
         try:
             observer.release(self)
-            self._parent_at_verdict()
+            if self.launches:
+                self._parent_at_verdict()
         finally:
-            self.tree.stop()
-            self._drain()
-            self._explain()
+            if self.launches:
+                self.tree.stop()
+                self._drain()
+                self._explain()
+            else:
+                self._check_left_as_found()
             observer.conclude(self)
             if self.target.annotate is not None:
                 try:
@@ -145,11 +163,26 @@ class RunSession:
                 runs.unregister(self._registered)
             self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
 
+    def _check_left_as_found(self) -> None:
+        """Every process found is left as it was found (running, untraced), or it is an error,
+        raised once the evidence is complete."""
+        self.not_as_found = process.left_as_found(self.found)
+        for pid, problem in self.not_as_found.items():
+            self.progress.stage("cleanup", f"PID {pid} is {problem} after the run")
+            self.pending_error = self.pending_error or DebuggerFailed(
+                f"process {pid} is {problem} after the inspection")
+
     # -- launching -------------------------------------------------------------------------
 
     def launch(self, *, argv_prefix: list[str] | None = None,
                extra_env: dict[str, str] | None = None, note: str | None = None) -> None:
-        """Start the target with the lab's environment; its output is teed to output.txt."""
+        """Start the target with the lab's environment; its output is teed to output.txt. A
+        target that already runs is not touched: the run is registered, the seeded evidence
+        written."""
+        if not self.launches:
+            self.write()
+            self._registered = runs.register(self.rundir.run_id, self.rundir.path, [])
+            return
         self.backend.open()
         if self.evidence.watch_mode is None:  # an observer may name its own (the catch does)
             self.evidence.watch_mode = self.backend.mode
@@ -271,7 +304,7 @@ class RunSession:
         if parent is None or parent.finished or not (
                 parent.record.pid in self.forks.by_parent or forks.looks_python(parent.record)):
             return
-        threads, note = forks.at_verdict(parent.record.pid)
+        threads, note = forks.at_verdict(pyspy.dump(parent.record.pid, blocking=False))
         self._verdict_stacks = (parent.record.pid, threads, note)
         self.progress.stage("parent", f"PID {parent.record.pid} at the verdict: "
                             f"{len(threads)} thread(s) with Python stacks ({note})")
@@ -300,8 +333,10 @@ class RunSession:
     # -- evidence --------------------------------------------------------------------------
 
     def write(self) -> None:
-        """Write evidence.json now (atomically), with every process seen so far."""
-        self.evidence.processes = self.tree.records
+        """Write evidence.json now (atomically), with every process seen so far (of a target
+        that already runs: the observer's records)."""
+        if self.launches:
+            self.evidence.processes = self.tree.records
         self.rundir.write_evidence(self.evidence)
 
     def _drain(self) -> None:

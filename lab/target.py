@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lab.session import RunSession
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 WATCH_TIMEOUT_S = 60.0  # `lab watch` without --timeout
@@ -30,10 +27,18 @@ class Target:
     scratch_env: str | None = None  # a per-run temporary directory, passed in this variable
     python_version: str | None = None  # the interpreter the target runs in, when not the lab's
     # Adds facts to the evidence before its final write (never after: nothing reopens it).
-    annotate: Callable[[RunSession], None] | None = None
+    # Called with the RunSession; typed Any so that what a run runs needs nothing of how.
+    annotate: Callable[[Any], None] | None = None
     # The lab's startup hook in every Python process of the tree (lab.hook): threads and stacks
     # at each fork, faulthandler to a file; and /proc snapshots of other parents at fork events.
     fork_hook: bool = False
+    # A process that already runs (`lab inspect PID`): nothing is launched, nothing stopped.
+    pid: int | None = None
+
+
+def existing(pid: int, argv: list[str]) -> Target:
+    """The process ``pid`` as it runs now, ``argv`` its command line."""
+    return Target(argv=list(argv), label=f"inspect-{pid}", pid=pid)
 
 
 def command(argv: list[str], timeout: float | None = None) -> Target:

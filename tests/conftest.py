@@ -24,7 +24,7 @@ MARKER = "LAB_TEST_SESSION"
 SESSION = os.environ.get(MARKER) or uuid.uuid4().hex  # an empty marker would match everything
 os.environ[MARKER] = SESSION
 # The runs in progress of this test session are registered apart from the user's own
-# (lab.process.runs): a lab that a test kills is never cleaned up by a lab outside the suite.
+# (lab.runs): a lab that a test kills is never cleaned up by a lab outside the suite.
 os.environ.setdefault("LAB_RUNS_DIR", os.path.join(
     os.environ.get("TMPDIR", "/tmp"), f"lab-test-runs-{SESSION}"))
 

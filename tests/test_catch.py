@@ -113,7 +113,7 @@ def test_script_says_when_the_child_did_not_fail(reaper, tmp_path):
 @pytest.mark.parametrize(("args", "needle"), [
     (["--scenario", "no-such-scenario"], "unknown scenario"),
     (["--debugger", "windbg"], "invalid choice"),
-    (["--timeout", "soon"], "invalid float"),
+    (["--timeout", "soon"], "not a number"),
     (["--timeout", "-1"], "must be > 0"),
 ], ids=["unknown scenario", "unknown debugger", "bad number", "negative timeout"])
 def test_script_bad_input_is_one_line(reaper, tmp_path, args, needle):

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from conftest import DATA, PROGRAMS, REPO, SHORT_TIMEOUT, wait_until
+from lab.backend import RUN_ID_VAR
 from lab.envinfo import platform_info, platform_key
 from lab.evidence import DebuggerInfo, DebugThread, Frame
 from lab.parsers.lldb import parse_lldb_transcript
 from lab.portable.backend import PortableBackend
 from lab.process import Gone, exits
-from lab.process.backend import RUN_ID_VAR
 from lab.process.tree import ProcessTree
 from lab.verdicts import Verdict
 from lab.watch import stackproof

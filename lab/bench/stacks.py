@@ -114,7 +114,8 @@ def _py_bt(pid: int) -> dict:
 
 def _inspect(ctx: BenchContext, pid: int, debugger: str, rounds: int) -> dict:
     """`lab inspect PID --debugger DEBUGGER`, in this process, ``rounds`` times."""
-    from lab.inspector import InspectOptions, inspect
+    from lab.inspector.run import inspect
+    from lab.options import InspectOptions
 
     ctx.say(f"python stacks: lab inspect --debugger {debugger} on PID {pid}")
     verdicts, stacks, totals, pauses, outcome = [], [], [], [], None

@@ -1,5 +1,4 @@
-"""``lab inspect PID``: diagnose a process that is already hung, without relaunching it."""
+"""``lab inspect PID``: diagnose a process that is already hung, without relaunching it.
 
-from lab.inspector.run import InspectOptions, inspect
-
-__all__ = ["InspectOptions", "inspect"]
+``run`` is the observer (``inspect``), ``sample`` the /proc window and its verdicts, ``story``
+the parent's threads and the fork story; summary.md is ``lab.render_inspect``'s."""

@@ -1,4 +1,9 @@
-"""One ``lab inspect PID``: judge the live tree, record its stacks, leave it as it was found."""
+"""One ``lab inspect PID``: judge the live tree, record its stacks, leave it as it was found.
+
+The run itself (run dir, seeded evidence, the check that every process was left as found, the
+final write) is a RunSession's, whose target is the existing process; this module is the
+observer, and its debugger capture is the one ``watch`` uses (``lab.watch.capture``).
+"""
 
 # The order keeps the target's pause short and last: first what costs the target nothing (the
 # /proc window, the verdict, py-spy's non-blocking read of its memory, the parent's threads,
@@ -11,47 +16,30 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from lab import debuggers, evidence as ev, forensics, process, redact
-from lab.envinfo import platform_info
+from lab import evidence as ev, forensics, process, redact, target
 from lab.errors import (
     BadInput,
-    DebuggerFailed,
-    EvidenceNotWritten,
     InspectingSelf,
-    Interrupted,
-    LabError,
     ProcessIsZombie,
     ProcessNotFound,
     PtraceRefused,
     TargetExited,
 )
-from lab.inspector import render, sample, story
+from lab.inspector import sample, story
+from lab.options import InspectOptions
 from lab.process import Backend, Gone
 from lab.progress import Progress
-from lab.rundir import PRIVATE_DIR, RunDir
-from lab.stacks import agree, pyspy
+from lab.rundir import PRIVATE_DIR
+from lab.session import Observer, RunSession
+from lab.stacks import pyspy
 from lab.verdicts import Verdict, worst
-from lab.watch import judge, stackproof
+from lab.watch import capture, judge, stackproof
 
 MAX_STACK_DUMPS = 16  # py-spy reads of one tree: the culprits first, then parents first
 PARENT_DIR = "parent"  # the parent's debugger transcript, beside the culprit's
-
-
-@dataclass
-class InspectOptions:
-    pid: int
-    tree: bool = True  # judge the descendants too
-    parent: bool = False  # also the parent's native stacks (a second ptrace capture)
-    debugger: str = "auto"
-    window: float = sample.WINDOW_S
-    out_base: Path = Path("crash_dumps")
-    debugger_timeout: float | None = None
 
 
 def check_target(backend: Backend, pid: int) -> str:
@@ -83,85 +71,46 @@ def inspect(options: InspectOptions, progress: Progress | None = None) -> ev.Evi
                        f"(at least {sample.MIN_WINDOW_S:.2f} s)")
     backend = process.backend()
     check_target(backend, options.pid)
-    return Inspection(backend, options, progress or Progress()).run()
+    try:
+        argv = backend.cmdline(options.pid)
+    except (Gone, PermissionError):
+        raise ProcessNotFound(f"no process has PID {options.pid}") from None
+    inspector = Inspector(options)
+    return RunSession(target.existing(options.pid, argv), options, progress).run(inspector)
 
 
-class Inspection:
-    def __init__(self, backend: Backend, options: InspectOptions, progress: Progress):
-        self.backend, self.options, self.progress = backend, options, progress
+class Inspector(Observer):
+    """Looks at a session's existing process: the window, the stacks, the parent, the
+    debugger, in the order that keeps the target's pause short and last."""
+
+    def __init__(self, options: InspectOptions):
+        self.options = options
         self.started = time.monotonic()
-        pid = options.pid
-        try:
-            argv = redact.argv(backend.cmdline(pid))
-        except (Gone, PermissionError):
-            raise ProcessNotFound(f"no process has PID {pid}") from None
-        self.rundir = RunDir.create(options.out_base, None, f"inspect-{pid}")
-        self.evidence = ev.Evidence(run_id=self.rundir.run_id, command=argv,
-                                    platform=platform_info(),
-                                    evidence_dir=str(self.rundir.path), mode="inspect")
         self.info: dict[str, Any] = {
-            "pid": pid, "tree": options.tree, "window_s": options.window, "samples": 0,
-            "python": {}, "parent": None, "fork_story": [], "pauses": [],
+            "pid": options.pid, "tree": options.tree, "window_s": options.window,
+            "samples": 0, "python": {}, "parent": None, "fork_story": [], "pauses": [],
             "left_as_found": None, "notes": []}
-        self.evidence.inspect = self.info
         self.seen: dict[int, sample.Sampled] = {}
         self.stacks: dict[int, dict[str, Any]] = {}
-        self.pending: LabError | None = None
 
-    # -- the whole inspection --------------------------------------------------------------
+    def run(self, session: RunSession) -> None:
+        self.session, self.backend = session, session.backend
+        self.progress, self.evidence = session.progress, session.evidence
+        self.evidence.inspect = self.info
+        session.launch()  # the process runs already: nothing is started or attached
+        self.judge()
+        self.python_stacks()
+        self.parent()
+        self.debug()
 
-    def run(self) -> ev.Evidence:
-        evidence = self.evidence
-        try:
-            self.write()
-            self.judge()
-            self.python_stacks()
-            self.parent()
-            self.debug()
-        except Interrupted as exc:
-            reached = evidence.verdict
-            evidence.verdict = Verdict.INTERRUPTED.value
-            evidence.error = str(exc) + (f" (after the verdict {reached})" if reached else "")
-            self.finish()
-            exc.evidence = evidence
-            raise
-        except BaseException as exc:
-            evidence.error = (exc.line() if isinstance(exc, LabError)
-                              else f"lab error: {type(exc).__name__}: {exc}")
-            self.finish()
-            if isinstance(exc, LabError):
-                exc.evidence = evidence
-            raise
-        self.finish()
-        error = self.pending
-        if self.rundir.failed:
-            error = EvidenceNotWritten(f"verdict {evidence.verdict}, but the evidence in "
-                                       f"{self.rundir.path} is incomplete: {self.rundir.failed}")
-        if error is not None:
-            error.evidence = evidence
-            raise error
-        return evidence
-
-    def finish(self) -> None:
-        """Check that every process was left as found; the final writes, whatever happened."""
-        problems = sample.left_as_found(self.seen)
-        self.info["left_as_found"] = not problems
-        for pid, problem in problems.items():
-            self.note(f"PID {pid} is {problem} after the inspection")
-            self.pending = self.pending or DebuggerFailed(f"process {pid} is {problem} after "
-                                                          "the inspection")
+    def conclude(self, session: RunSession) -> None:
+        self.info["left_as_found"] = not session.not_as_found
+        for pid, problem in session.not_as_found.items():
+            self.info["notes"].append(f"PID {pid} is {problem} after the inspection")
         self.evidence.timings["total_s"] = round(time.monotonic() - self.started, 4)
-        self.evidence.stages = list(self.progress.stages)
-        self.evidence.complete = True
-        self.write()
-        try:
-            ev.write_atomic(self.rundir.path / "summary.md", render.summary(self.evidence))
-        except OSError as exc:
-            self.rundir.failed = self.rundir.failed or f"summary.md: {exc.strerror or exc}"
-        self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
 
     def write(self) -> None:
-        self.rundir.write_evidence(self.evidence)
+        self.session.write()
 
     def note(self, text: str, stage: str = "inspect") -> None:
         self.info["notes"].append(text)
@@ -180,14 +129,16 @@ class Inspection:
                                      exclude={os.getpid()})
         began = time.monotonic()
         self.seen = sampler.run(options.window)
+        self.session.found = sample.as_found(self.seen)
         evidence.timings["window_s"] = round(time.monotonic() - began, 4)
         self.info["samples"] = sampler.samples
         evidence.processes = sample.judge_all(self.seen, options.window,
                                               self.backend.sees_syscalls)
         root = self.seen.get(options.pid)
         if root is None or root.gone:
-            self.pending = TargetExited(f"process {options.pid} exited during the "
-                                        "inspection", "nothing is left to inspect")
+            self.session.pending_error = TargetExited(
+                f"process {options.pid} exited during the inspection",
+                "nothing is left to inspect")
         verdicts = [r.verdict for r in evidence.processes if r.verdict]
         evidence.verdict = worst(verdicts).value if verdicts else Verdict.OK.value
         # detect_s stays null: it counts from a launch, and inspect launched nothing
@@ -291,20 +242,20 @@ class Inspection:
 
     def debug(self) -> None:
         """One debugger capture of the culprit (else of PID), and of the parent on request."""
-        name = self.debugger_name()
+        name = capture.debugger_name(self.session)
         if name == "none":
             self.note("no debugger: nothing was attached, no process was paused", "debugger")
             return
         target = self.culprit() or self.quiet_one() or self.options.pid
         began = time.monotonic()
-        info = self.capture(name, target, self.rundir.path)
+        info = self.capture(name, target, self.session.rundir.path)
         self.evidence.timings["debugger_s"] = round(time.monotonic() - began, 4)
         if info is not None:
             self.evidence.debugger = info
             self.prove_from_stacks(target, info)
         parent = self.info["parent"]
-        if self.options.parent and parent is not None and self.pending is None:
-            folder = self.rundir.path / PARENT_DIR
+        if self.options.parent and parent is not None and self.session.pending_error is None:
+            folder = self.session.rundir.path / PARENT_DIR
             folder.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             found = self.capture(name, parent["pid"], folder)
             if found is not None:
@@ -339,44 +290,17 @@ class Inspection:
                                       if r.verdict).value
         self.progress.stage("verdict", f"{self.evidence.verdict} (PID {pid}): {found.detail}")
 
-    def debugger_name(self) -> str:
-        choice = self.options.debugger
-        if choice != "auto":
-            return choice
-        return next((name for name in debuggers.names() if shutil.which(name)), "none")
-
-    def capture(self, name: str, pid: int, folder: Path) -> ev.DebuggerInfo | None:
-        """Attach, record, detach; the pause is measured. A failure is kept, raised at the end."""
+    def capture(self, name: str, pid: int, folder) -> ev.DebuggerInfo | None:
+        """The capture ``watch`` makes, of a process that may have ended since; the pause is
+        measured."""
         if not process.alive(pid):
             self.note(f"PID {pid} exited before {name} could attach", "debugger")
             return None
-        self.progress.stage("debugger", f"attaching {name} to PID {pid} (it is paused until "
-                            f"{name} detaches)")
-        extra = ({"timeout": self.options.debugger_timeout}
-                 if self.options.debugger_timeout else {})
-        began = time.monotonic()
-        try:
-            info = debuggers.get(name).capture(
-                pid, folder, progress=lambda text: self.progress.stage("debugger", text),
-                **extra)
-        except Interrupted:
-            raise
-        except LabError as exc:
-            self.pending = self.pending or exc
-            self.progress.stage("debugger", f"failed: {exc.line()}")
-            failed = ev.DebuggerInfo(name=name, pid=pid, error=exc.line())
-            if (folder / f"{name}.txt").exists():
-                failed.transcript = f"{name}.txt"
-            return failed
-        finally:
-            paused = round(time.monotonic() - began, 4)
-            self.info["pauses"].append({"pid": pid, "by": name, "seconds": paused})
         stacks = self.stacks.get(pid)
-        if stacks is not None and not stacks["error"]:
-            for entry in agree.reconcile(info, stacks):
-                if not entry["agree"]:
-                    self.note(f"PID {pid} thread {entry['tid']}: {entry['note']}", "stacks")
-        self.progress.stage("debugger", f"PID {pid}: {len(info.threads)} thread(s), "
-                            f"{sum(len(t.frames) for t in info.threads)} native frames; paused "
-                            f"at most {paused:.2f} s; detached, running again")
+        info, paused = capture.native(self.session, name, pid, folder, stacks)
+        self.info["pauses"].append({"pid": pid, "by": name, "seconds": paused})
+        if not info.error:
+            self.progress.stage("debugger", f"PID {pid}: {len(info.threads)} thread(s), "
+                                f"{sum(len(t.frames) for t in info.threads)} native frames; "
+                                f"paused at most {paused:.2f} s; detached, running again")
         return info

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from lab import evidence as ev, process, redact
+from lab import evidence as ev, redact
 from lab.options import INSPECT_WINDOW_S
 from lab.process import Backend, Gone
 from lab.verdicts import Verdict
@@ -151,17 +151,7 @@ def verdict_of(sampled: Sampled, window: float, syscalls: bool = True) -> tuple[
     return Verdict.OK.value, f"alive, not stuck by what {source} shows: {described}"
 
 
-def left_as_found(seen: dict[int, Sampled]) -> dict[int, str]:
-    """Every sampled process still alive that is now traced, or stopped when it was not:
-    ``{pid: problem}`` (empty when the lab left everything as it found it)."""
-    problems = {}
-    for pid, sampled in seen.items():
-        now = process.state(pid)
-        if now is None or now[0] in "ZX":
-            continue
-        letter, tracer = now
-        if tracer and tracer != sampled.tracer:
-            problems[pid] = f"traced by process {tracer}"
-        elif letter in "Tt" and not sampled.stopped:
-            problems[pid] = f"stopped (state {letter})"
-    return problems
+def as_found(seen: dict[int, Sampled]) -> dict[int, tuple[bool, int]]:
+    """How each sampled process was found: ``{pid: (stopped, tracer)}`` (``process.left_as_found``
+    checks them at the end)."""
+    return {pid: (sampled.stopped, sampled.tracer) for pid, sampled in seen.items()}

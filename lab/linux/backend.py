@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 
-from lab.evidence import ThreadState
-from lab.linux import netlink, prctl, procfs
-from lab.process.backend import (
+from lab.backend import (
     RUN_ID_VAR,
     Exited,
     Forked,
@@ -15,6 +13,8 @@ from lab.process.backend import (
     ProcInfo,
     SignalState,
 )
+from lab.evidence import ThreadState
+from lab.linux import netlink, prctl, procfs
 
 POLLING_NOTE = ("fell back to polling /proc: a descendant that exits and is reaped by its own "
                 "parent between two polls is seen without its exit status")

@@ -9,12 +9,12 @@ import os
 import signal
 from dataclasses import dataclass
 
-from lab.evidence import ThreadState
-from lab.linux import syscalls
-from lab.process.backend import (
+from lab.backend import (
     Gone,  # one Gone for the seam and /proc: raised below
     SignalState,
 )
+from lab.evidence import ThreadState
+from lab.linux import syscalls
 
 
 def _read(path: str) -> bytes:

@@ -27,3 +27,9 @@ PENDING = "pending"  # not reached yet (a file read while the matrix still runs)
 RECORDED = "recorded"  # from a transcript captured elsewhere (``source``), not run here
 ILLUSTRATIVE = "illustrative"  # a hand-built transcript: shows a shape, observes nothing
 PREDICTED = "predicted"  # what the catalog predicts for a platform without results
+MEASURED = (RUN, ERROR, INTERRUPTED)  # the statuses of a row that holds trials
+
+
+def measured(row: dict) -> bool:
+    """True for a row that holds trials (worth keeping over a "not run" one)."""
+    return row.get("status") in MEASURED and bool(row.get("trials"))

@@ -43,11 +43,6 @@ def _why_not(entry, launcher: str, runtime: Runtime | None) -> str | None:
     return f"missing: {', '.join(missing)}" if missing else None
 
 
-def modules() -> list[str]:
-    """Every module a catalog entry needs (what an interpreter's environment may have to get)."""
-    return sorted({m for name in scenarios.names() for m in scenarios.get(name).requires})
-
-
 def all_cells(runtime: Runtime | None = None) -> list[Cell]:
     """Every cell in catalog order, as ``runtime`` (default: the lab's own interpreter) runs
     it: ``why_not`` set where it cannot run, ``mp-default`` expecting what its interpreter's

@@ -158,9 +158,9 @@ def prepare(python: str, needed: list[str], env_dir: Path, say) -> Runtime:
     managed environment with the pins of the modules ``needed`` installed (a runtime whose
     ``why_not`` says why, when that environment cannot be created). Raises BadInput for an
     interpreter that is not one."""
-    from lab.matrix.cells import modules
+    from lab import scenarios
 
-    catalog = tuple(modules())
+    catalog = tuple(scenarios.modules())
     own = interpreters.describe(sys.executable, catalog)
     found = own if python == sys.executable else interpreters.describe(python)
     if found.minor == own.minor:

@@ -9,7 +9,6 @@ from pathlib import Path
 from lab import matrix
 from lab.errors import BadInput
 from lab.matrix.compare import differences
-from lab.matrix.partial import measured
 from lab.matrix.recorded import MACOS_TRAP, recorded_row
 
 MERGED_SCHEMA = "lab-matrix-merged/1"
@@ -142,7 +141,7 @@ def merge(docs: list[tuple[Path, dict]], recorded: Path | None = None) -> dict:
             raise BadInput(f"two results files for platform {pid}: {by_id[pid]['file']} and "
                            f"{path}")
         # an environment that could not be made, and no cell measured before it
-        why_not = (None if any(measured(row) for row in doc["rows"])
+        why_not = (None if any(matrix.measured(row) for row in doc["rows"])
                    else (doc.get("run") or {}).get("why_not"))
         by_id[pid] = {"id": pid, "state": NOT_RUN_HERE if why_not else "run", "why": why_not,
                       "platform": doc["platform"],

@@ -9,13 +9,6 @@ from pathlib import Path
 
 from lab import matrix
 
-MEASURED = (matrix.RUN, matrix.ERROR, matrix.INTERRUPTED)
-
-
-def measured(row: dict) -> bool:
-    """True for a row that holds trials (worth keeping over a "not run" one)."""
-    return row.get("status") in MEASURED and bool(row.get("trials"))
-
 
 def cell_versions(requires: tuple[str, ...], packages: dict[str, str]) -> dict[str, str]:
     """The versions of the packages a cell's scenario imports, from a platform's packages."""
@@ -41,7 +34,7 @@ def previous(path: Path, platform_id: str) -> tuple[dict[str, dict], list[dict]]
     packages = doc["platform"].get("packages") or {}
     rows = {}
     for row in doc["rows"]:
-        if not measured(row):
+        if not matrix.measured(row):
             continue
         if "ran" not in row:
             try:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lab import matrix
-from lab.matrix import partial
 from lab.matrix.compare import warns
 from lab.matrix.recorded import REPO
 
@@ -79,7 +78,7 @@ def _warning(row: dict) -> str:
 def _age(row: dict, main: str | None, python: str | None) -> str:
     """A note for a cell from another run than most of its panel's (``main``)."""
     ran = row.get("ran")
-    if not ran or main is None or ran == main or row["status"] not in partial.MEASURED:
+    if not ran or main is None or ran == main or row["status"] not in matrix.MEASURED:
         return ""
     when = "older than the rest, " if ran < main else ""
     other = f", Python {row['python']}" if row.get("python") not in (None, python) else ""

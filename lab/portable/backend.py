@@ -24,8 +24,7 @@ import os
 
 import psutil
 
-from lab.evidence import ThreadState
-from lab.process.backend import (
+from lab.backend import (
     RUN_ID_VAR,
     Action,
     Exited,
@@ -34,6 +33,7 @@ from lab.process.backend import (
     PosixSignals,
     ProcInfo,
 )
+from lab.evidence import ThreadState
 
 NOTE = ("portable backend (psutil): the tree is polled; a descendant reaped by its own parent "
         "between two polls is seen without its exit status; threads show no syscall, so a "

@@ -12,8 +12,8 @@ import signal
 import sys
 import time
 
+from lab.backend import Backend, Exited, Forked, Gone, ProcInfo
 from lab.errors import BadInput
-from lab.process.backend import Backend, Exited, Forked, Gone, ProcInfo
 
 __all__ = ["Backend", "Exited", "Forked", "Gone", "ProcInfo", "alive", "backend",
            "backend_name", "descendants", "end_popen", "linux_sources", "reap_children", "send",
@@ -83,6 +83,23 @@ def state(pid: int) -> tuple[str, int] | None:
         return reader.info(pid).state, reader.tracer(pid)
     except (Gone, PermissionError):
         return None
+
+
+def left_as_found(found: dict[int, tuple[bool, int]]) -> dict[int, str]:
+    """Of the processes ``found`` as ``{pid: (stopped, tracer)}``, each still alive that is now
+    traced by another tracer, or stopped when it was not: ``{pid: problem}`` (empty when
+    everything was left as it was found)."""
+    problems = {}
+    for pid, (was_stopped, was_traced_by) in found.items():
+        now = state(pid)
+        if now is None or now[0] in "ZX":
+            continue
+        letter, tracer = now
+        if tracer and tracer != was_traced_by:
+            problems[pid] = f"traced by process {tracer}"
+        elif letter in "Tt" and not was_stopped:
+            problems[pid] = f"stopped (state {letter})"
+    return problems
 
 
 def alive(pid: int) -> bool:

@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from lab import evidence as ev, interrupts, redact
+from lab.backend import POSIX_SIGNALS, Backend, Exited, Forked, Gone
 from lab.errors import BadInput, CommandNotFound
 from lab.process import exits, reap_children
-from lab.process.backend import POSIX_SIGNALS, Backend, Exited, Forked, Gone
 
 POLL_INTERVAL_S = 0.02  # the longest wait for an event before /proc is sampled again
 TERM_GRACE_S = 1.0

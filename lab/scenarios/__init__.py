@@ -211,3 +211,8 @@ def get(name: str) -> CatalogEntry:
     """Return the entry called ``name``; raises BadInput for an unknown one."""
     return registry.load(SCENARIOS, name, "scenario",
                          "`python -m lab list` shows them with their launchers", "SCENARIO")
+
+
+def modules() -> list[str]:
+    """Every module a catalog entry needs (what an interpreter's environment may have to get)."""
+    return sorted({m for name in names() for m in get(name).requires})

@@ -1,9 +1,13 @@
-"""Evidence beyond /proc for a judged run: the debugger's capture, a core file, strace's tail."""
+"""Evidence beyond /proc for a judged run: the debugger's capture, a core file, strace's tail.
+
+``native`` is the one debugger capture of the lab's ways of looking: ``watch`` and ``run``
+(``with_debugger``) and ``lab inspect`` call it alike."""
 
 from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 from lab import debuggers, evidence as ev
 from lab.errors import DebuggerMissing, Interrupted, LabError
@@ -37,30 +41,12 @@ def with_debugger(session: RunSession, target: int | None) -> None:
                        "(a process has one tracer at a time)")
         return
     stacks = python_stacks(session, target)
-    progress.stage("debugger", f"attaching {name} to PID {target}")
-    started = time.monotonic()
-    try:
-        driver = debuggers.get(name)
-        extra = ({"timeout": session.options.debugger_timeout}
-                 if session.options.debugger_timeout else {})
-        info = driver.capture(target, session.rundir.path,
-                              progress=lambda text: progress.stage("debugger", text), **extra)
-    except Interrupted:
-        raise
-    except LabError as exc:
-        evidence.debugger = ev.DebuggerInfo(name=name, pid=target, error=exc.line())
-        if (session.rundir.path / f"{name}.txt").exists():
-            evidence.debugger.transcript = f"{name}.txt"
-        session.pending_error = exc
-        progress.stage("debugger", f"failed: {exc.line()}")
-        return
+    info, seconds = native(session, name, target, session.rundir.path, stacks)
     evidence.debugger = info
-    if stacks is not None and not stacks["error"]:
-        for entry in agree.reconcile(info, stacks):
-            if not entry["agree"]:
-                progress.stage("debugger", f"thread {entry['tid']}: {entry['note']}")
+    if info.error:
+        return
     timings = evidence.timings
-    timings["debugger_s"] = round(time.monotonic() - started, 4)
+    timings["debugger_s"] = seconds
     if timings.get("fork_to_verdict_s") is not None:
         timings["fork_to_evidence_s"] = round(
             timings["fork_to_verdict_s"] + timings.get("python_stacks_s", 0.0)
@@ -70,6 +56,41 @@ def with_debugger(session: RunSession, target: int | None) -> None:
                    f"{sum(len(t.frames) for t in info.threads)} native frames, "
                    f"{sum(len(t.python_frames) for t in info.threads)} Python frames "
                    f"in {timings['debugger_s']:.2f} s")
+
+
+def native(session: RunSession, name: str, pid: int, folder: Path,
+           stacks: dict | None = None) -> tuple[ev.DebuggerInfo, float]:
+    """Attach debugger ``name`` to ``pid``, record its threads and stacks into ``folder``,
+    detach; return the capture and the seconds it held ``pid`` (an upper bound of its pause).
+
+    A failure is a capture with its ``error`` (and the transcript, when one was written); the
+    error itself is kept in ``session.pending_error``, raised once the evidence is complete.
+    ``stacks``: py-spy's, read before, that the debugger's are checked against.
+    """
+    progress = session.progress
+    progress.stage("debugger", f"attaching {name} to PID {pid} (it is paused until {name} "
+                   "detaches)")
+    extra = ({"timeout": session.options.debugger_timeout}
+             if session.options.debugger_timeout else {})
+    started = time.monotonic()
+    try:
+        info = debuggers.get(name).capture(
+            pid, folder, progress=lambda text: progress.stage("debugger", text), **extra)
+    except Interrupted:
+        raise
+    except LabError as exc:
+        failed = ev.DebuggerInfo(name=name, pid=pid, error=exc.line())
+        if (folder / f"{name}.txt").exists():
+            failed.transcript = f"{name}.txt"
+        session.pending_error = session.pending_error or exc
+        progress.stage("debugger", f"failed: {exc.line()}")
+        return failed, round(time.monotonic() - started, 4)
+    seconds = round(time.monotonic() - started, 4)
+    if stacks is not None and not stacks["error"]:
+        for entry in agree.reconcile(info, stacks):
+            if not entry["agree"]:
+                progress.stage("stacks", f"PID {pid} thread {entry['tid']}: {entry['note']}")
+    return info, seconds
 
 
 def python_stacks(session: RunSession, target: int) -> dict | None:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab.backend import SignalState
 from lab.evidence import ThreadState
-from lab.process.backend import SignalState
 
 PROOF = "procfs-syscalls"  # the evidence's ``proof`` of a deadlock proven here
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab import evidence as ev, process
-from lab.verdicts import Verdict
+from lab.rundir import RunDir
 
 GONE_DEADLINE_S = 5.0  # SIGKILLed leftovers leaving the process table (or becoming zombies)
 POLL_S = 0.02
@@ -117,28 +117,11 @@ def _finish(entry: RunEntry) -> Cleaned:
 
 
 def _mark_interrupted(entry: RunEntry, stopped: list[int]) -> None:
-    path = Path(entry.evidence_dir) / "evidence.json"
-    try:
-        evidence = ev.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    if evidence.complete:
-        return
-    reached = evidence.verdict
-    evidence.verdict = Verdict.INTERRUPTED.value
-    after = f" after the verdict {reached}" if reached else ""
     which = f": {', '.join(map(str, stopped))}" if stopped else ""
-    evidence.error = (f"the lab (PID {entry.lab_pid}) ended without cleaning up (killed with "
+    RunDir.existing(Path(entry.evidence_dir)).mark_interrupted(
+        lambda after: f"the lab (PID {entry.lab_pid}) ended without cleaning up (killed with "
                       f"SIGKILL, or it crashed){after}; `lab cleanup` stopped {len(stopped)} "
                       f"process(es) it left{which}")
-    evidence.complete = True
-    try:
-        ev.write_atomic(path, evidence.to_json())
-        from lab.render import summary_markdown
-
-        ev.write_atomic(path.with_name("summary.md"), summary_markdown(evidence))
-    except OSError:
-        pass
 
 
 def _started(pid: int) -> str | None:
