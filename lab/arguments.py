@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from lab.debugger_names import DEBUGGERS
+from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput, LabError
 
 INTERNAL_ERROR_STATUS = 70

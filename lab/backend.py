@@ -115,6 +115,35 @@ class Backend(Protocol):
         """The files mapped into ``pid`` (its executable and shared libraries), sorted; empty
         where the OS does not show them. Raises Gone, PermissionError."""
 
+    def thread_names(self, pid: int) -> dict[int, str]:
+        """``{tid: name}`` of ``pid``'s threads as the OS names them (a thread keeps the name
+        its creator gave it); empty where the OS names no threads. Raises Gone."""
+
+    def forking_thread(self, ppid: int, child: int) -> int | None:
+        """The thread of ``ppid`` that forked ``child``, where the OS tells; else None."""
+
+    def executable(self, pid: int) -> str | None:
+        """The real path of ``pid``'s executable; None where it cannot be read."""
+
+    def syscall_lines(self, pid: int) -> dict[int, str]:
+        """``{tid: the OS's own line for the system call it is in}``; empty where the OS
+        does not show it (the LLDB driver keeps them in its transcript: lldb shows no
+        ``orig_rax``)."""
+
+    def dumpable_bytes(self, pid: int) -> int | None:
+        """The bytes a core file of ``pid`` would hold; None where the OS does not show its
+        mappings' dump flags. Raises Gone, PermissionError."""
+
+    def read_memory(self, pid: int, address: int, size: int) -> bytes | None:
+        """``size`` bytes of ``pid``'s memory at ``address``, read without stopping it; None
+        where they cannot be read (no permission, unmapped, or no such source here)."""
+
+    def pid_max(self) -> int:
+        """The largest PID (and TID) the OS hands out: bounds a TID read from memory."""
+
+    def ptrace_scope(self) -> int | None:
+        """Yama's kernel.yama.ptrace_scope; None without Yama (or off Linux)."""
+
     def trace_refusal(self, pid: int) -> str | None:
         """Why this process may not read ``pid``'s memory or attach to it (another user's, no
         CAP_SYS_PTRACE, Yama); None when it may. Raises Gone."""

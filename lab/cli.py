@@ -10,7 +10,7 @@ from pathlib import Path
 
 from lab import arguments, interrupts, process, scenarios
 from lab.arguments import OneLineParser, add_debugger, count, pid, positive
-from lab.debugger_names import DEBUGGERS
+from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput
 from lab.options import INSPECT_WINDOW_S, InspectOptions, RunOptions
 from lab.parsers.kinds import KINDS

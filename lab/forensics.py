@@ -11,9 +11,10 @@ orphaned lock, named. Locks that do not record their owner (CPython's semaphore-
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
+from lab import process
+from lab.backend import Gone
 from lab.evidence import ParentInfo, ThreadState
 from lab.linux import mutex
 
@@ -22,7 +23,8 @@ def orphaned_locks(pid: int, threads: list[ThreadState], parent: ParentInfo | No
                    ppid: int | None = None) -> list[dict[str, Any]]:
     """One finding per thread of ``pid`` blocked in an untimed futex wait (may be empty)."""
     findings = []
-    limit = mutex.pid_max()
+    source = process.reader()
+    limit = source.pid_max()
     child_tids = {thread.tid for thread in threads}
     at_fork = {t.tid: t for t in (parent.threads_at_fork if parent else [])}
     for thread in threads:
@@ -32,7 +34,7 @@ def orphaned_locks(pid: int, threads: list[ThreadState], parent: ParentInfo | No
         address = int(call.uaddr, 16)
         finding: dict[str, Any] = {"pid": pid, "tid": thread.tid, "thread": thread.name,
                                    "futex_word": call.uaddr}
-        words = mutex.read_words(pid, address)
+        words = mutex.parse(source.read_memory(pid, address, mutex.SIZE))
         if words is None:
             finding.update(lock="unreadable",
                            summary=f"thread {thread.tid} waits on {call.uaddr}; the word "
@@ -45,14 +47,14 @@ def orphaned_locks(pid: int, threads: list[ThreadState], parent: ParentInfo | No
                                    "and condition variables do not store one)")
         else:
             finding.update(_owner_finding(thread, call.uaddr, words, child_tids, at_fork,
-                                          parent, ppid))
+                                          parent, ppid, source))
         findings.append(finding)
     return findings
 
 
 def _owner_finding(thread: ThreadState, uaddr: str, words: mutex.MutexWords,
                    child_tids: set[int], at_fork: dict, parent: ParentInfo | None,
-                   ppid: int | None) -> dict[str, Any]:
+                   ppid: int | None, source: process.Backend) -> dict[str, Any]:
     owner = words.owner
     result: dict[str, Any] = {"lock": "glibc pthread_mutex_t", "mutex_kind": words.kind_name,
                               "owner_tid": owner, "owner_in_child": owner in child_tids}
@@ -67,19 +69,22 @@ def _owner_finding(thread: ThreadState, uaddr: str, words: mutex.MutexWords,
         result["owner_was_parent_thread"] = True
         if parent is not None and owner == parent.forking_tid:
             name = f"{name} (the thread that called fork)"
-    elif ppid and os.path.exists(f"/proc/{ppid}/task/{owner}"):
+    elif ppid and owner in (live := _thread_names(source, ppid)):
         result["owner_was_parent_thread"] = True  # seen in the live parent instead
-        try:
-            with open(f"/proc/{ppid}/task/{owner}/comm", encoding="utf-8") as handle:
-                name = handle.read().strip()
-        except OSError:
-            name = None
+        name = live[owner] or None
     else:
         result["owner_was_parent_thread"] = None  # unknown: no inventory, parent gone
     result["owner_name"] = name
     result["orphaned"] = True
     result["summary"] = _orphan_summary(thread.tid, uaddr, words.kind_name, owner, name)
     return result
+
+
+def _thread_names(source: process.Backend, pid: int) -> dict[int, str]:
+    try:
+        return source.thread_names(pid)
+    except (Gone, PermissionError):
+        return {}
 
 
 def _orphan_summary(tid: int, uaddr: str, kind: str, owner: int, name: str | None) -> str:

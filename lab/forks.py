@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from lab import forensics, inventory, locksite, process, redact
+from lab.backend import Gone
 from lab.evidence import DebugThread, Evidence, ParentInfo, ProcessRecord, PythonFrame, ThreadAtFork
 
 MAX_RECORDS = 1024  # fork records kept per run (a shell loop may fork thousands of times)
@@ -78,8 +79,9 @@ class ForkLog:
         return info
 
     def observe(self, tree) -> list[ParentInfo]:
-        """Note the children the tree found since the last call; list in /proc the threads of
-        each one's parent that does not report its own forks; return those new records."""
+        """Note the children the tree found since the last call; list (the process backend)
+        the threads of each one's parent that does not report its own forks; return those new
+        records."""
         members = list(tree.members.values())
         new, self._members = members[self._members:], len(members)
         now, found = time.monotonic_ns(), []
@@ -193,16 +195,18 @@ def start_method(info: ParentInfo | None, child: ProcessRecord,
 
 
 def snapshot(ppid: int, child: int, t_ns: int, python: bool) -> ParentInfo | None:
-    """``ppid``'s threads from /proc, as the threads at the fork that made ``child``."""
+    """``ppid``'s threads now (the process backend), as the threads at the fork that made
+    ``child``."""
+    source = process.reader()
     try:
-        tids = sorted(int(entry) for entry in os.listdir(f"/proc/{ppid}/task"))
-    except (OSError, ValueError):
+        names = source.thread_names(ppid)
+    except (Gone, PermissionError):
         return None
-    names = {tid: name for tid in tids
-             if (name := _read(f"/proc/{ppid}/task/{tid}/comm")) is not None}
-    bears = _read(f"/proc/{child}/comm")  # a forked child keeps its forking thread's name
-    forking = next((tid for tid in names if str(child) in
-                    (_read(f"/proc/{ppid}/task/{tid}/children") or "").split()), None)
+    try:  # a forked child keeps its forking thread's name
+        bears = source.thread_names(child).get(child)
+    except (Gone, PermissionError):
+        bears = None
+    forking = source.forking_thread(ppid, child)
     same = [tid for tid, name in names.items() if name == bears]
     if forking is None and len(same) == 1:
         forking = same[0]
@@ -257,14 +261,6 @@ def _frames(raw: Any) -> list[PythonFrame]:
             frames.append(PythonFrame(file=_text(item[0]), line=line,
                                       function=_text(item[2]) or "?"))
     return frames
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
 
 
 def looks_python(record: ProcessRecord) -> bool:

@@ -6,6 +6,7 @@ import os
 import threading
 
 from lab import process
+from lab.backend import Gone
 from lab.evidence import ThreadAtFork
 
 # comm prefix (Linux truncates thread names to 15 bytes) -> (what it is, loaded objects that
@@ -28,11 +29,10 @@ KNOWN_THREADS = [
 
 def _mapped_objects(pid: int) -> list[str]:
     if not process.linux_sources():
-        return []
+        return []  # runs inside the program at each fork: no psutil import there
     try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
-            return sorted({line.split()[-1] for line in handle if "/" in line})
-    except OSError:
+        return process.reader().mapped(pid)
+    except (Gone, OSError):
         return []
 
 
@@ -61,20 +61,18 @@ def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
     python_threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
     mapped = _mapped_objects(pid)
     result = []
-    if not process.linux_sources() or not os.path.isdir(f"/proc/{pid}/task"):
-        # macOS (or the portable backend): no /proc, Python's threads only
+    try:
+        names = process.reader().thread_names(pid) if process.linux_sources() else {}
+    except (Gone, OSError):
+        names = {}
+    if not names:
+        # macOS (or the portable backend): no thread names, Python's threads only
         return me, [ThreadAtFork(tid=tid, name=name, library="a Python thread (no /proc here: "
                                  "native threads are not listed)")
                     for tid, name in python_threads.items() if tid != me]
-    for entry in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
-        tid = int(entry)
+    for tid, name in sorted(names.items()):
         if tid == me:
             continue
-        try:
-            with open(f"/proc/{pid}/task/{tid}/comm", encoding="utf-8") as handle:
-                name = handle.read().strip()
-        except OSError:
-            continue  # exited while we listed
         result.append(ThreadAtFork(tid=tid, name=name,
                                    library=library_for(name, python_threads, tid, mapped)))
     return me, result

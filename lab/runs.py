@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,7 +57,8 @@ class RunEntry:
 
 
 def register(run_id: str, evidence_dir: Path, temp_dirs: list[Path]) -> RunEntry:
-    entry = RunEntry(run_id=run_id, lab_pid=os.getpid(), lab_started=_started(os.getpid()) or "",
+    entry = RunEntry(run_id=run_id, lab_pid=os.getpid(),
+                     lab_started=process.start_marker(os.getpid()) or "",
                      evidence_dir=str(evidence_dir), temp_dirs=[str(d) for d in temp_dirs])
     try:
         entry.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def cleanup() -> list[Cleaned]:
         except (OSError, ValueError, TypeError):
             path.unlink(missing_ok=True)  # a torn entry of a run that cannot be found anyway
             continue
-        if _started(entry.lab_pid) == entry.lab_started:
+        if process.start_marker(entry.lab_pid) == entry.lab_started:
             continue  # its lab still runs (and cleans up after itself)
         done.append(_finish(entry))
     return done
@@ -122,21 +122,3 @@ def _mark_interrupted(entry: RunEntry, stopped: list[int]) -> None:
         lambda after: f"the lab (PID {entry.lab_pid}) ended without cleaning up (killed with "
                       f"SIGKILL, or it crashed){after}; `lab cleanup` stopped {len(stopped)} "
                       f"process(es) it left{which}")
-
-
-def _started(pid: int) -> str | None:
-    """The start time of ``pid``, or None when it is gone. Linux: clock ticks since boot
-    (/proc/PID/stat field 22) whatever the backend, since every lab of this user, on either
-    backend, compares the times in one registry; elsewhere psutil's creation time."""
-    if sys.platform.startswith("linux"):
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                return handle.read().rsplit(b")", 1)[1].split()[19].decode()
-        except (OSError, IndexError):
-            return None
-    import psutil
-
-    try:
-        return repr(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return None

@@ -1,4 +1,4 @@
-"""Debugger drivers by name: one registry, two jobs per debugger.
+"""Debugger drivers by name (the registry: ``lab.debugger_registry``), two jobs per debugger.
 
 ``capture`` drivers (``capture(pid, out_dir, ...) -> DebuggerInfo``) record a process at the
 moment they attach and detach; ``catch`` drivers (``catch_argv``, ``attach_error``, ``parse``)
@@ -10,11 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from lab import registry
-from lab.debugger_names import DEBUGGERS
-
-CAPTURE = {"gdb": "lab.debuggers.gdb", "lldb": "lab.debuggers.lldb"}  # gdb over MI
-CATCH = {"gdb": "lab.debuggers.gdb_batch", "lldb": "lab.debuggers.lldb"}
-assert set(CAPTURE) == set(CATCH) == set(DEBUGGERS), "each debugger has both drivers"
+from lab.debugger_registry import DEBUGGERS, DRIVERS, JOBS
 
 
 def names() -> list[str]:
@@ -25,4 +21,7 @@ def names() -> list[str]:
 def get(name: str, job: str = "capture") -> ModuleType:
     """The driver module of debugger ``name`` for ``job`` (capture or catch); BadInput for an
     unknown debugger."""
-    return registry.load(CATCH if job == "catch" else CAPTURE, name, "debugger")
+    if job not in JOBS:
+        raise ValueError(f"no debugger job {job!r}")
+    return registry.load({debugger: jobs[job] for debugger, jobs in DRIVERS.items()}, name,
+                         "debugger")

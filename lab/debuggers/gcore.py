@@ -1,8 +1,8 @@
 """Optional core dump of a hung process with gdb's ``gcore``, never one that fills the disk.
 
 Some Rust libraries reserve terabytes of address space up front: what matters is the size
-gcore could write, bounded from /proc/PID/smaps before anything is written, and refused above
-a limit or without room on the disk.
+gcore could write, bounded (the process backend: /proc/PID/smaps) before anything is
+written, and refused above a limit or without room on the disk.
 """
 
 from __future__ import annotations
@@ -14,36 +14,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lab import process
+from lab.backend import Gone
+
 GCORE_LIMIT_MB = 1024  # default --gcore-limit: the largest estimated core the lab writes
 DISK_HEADROOM_MB = 256  # free space left on the evidence disk after the core, at least
 GCORE_TIMEOUT_S = 120.0  # attach, read every dumped page, write, detach
 CORE_NAME = "core"
 
 
-def estimate_bytes(pid: int) -> int:
-    """The bytes gcore writes: every mapping not marked VM_DONTDUMP, PROT_NONE reservations
-    included (measured with GDB 13: a glibc thread arena's 64 MiB reserve is written in full,
-    as zeros, not as a sparse hole), so a process's virtual size is what counts.
-
-    Raises FileNotFoundError/ProcessLookupError when ``pid`` is gone, PermissionError when
-    its smaps cannot be read.
-    """
-    total = 0
-    size = 0
-    dumped = False
-    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            fields = line.split()
-            if not fields:
-                continue
-            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping header
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                size = end - start
-                path = fields[5] if len(fields) > 5 else ""
-                dumped = path != "[vsyscall]"
-            elif fields[0] == "VmFlags:" and dumped and "dd" not in fields[1:]:
-                total += size
-    return total
+def estimate_bytes(pid: int) -> int | None:
+    """The bytes gcore writes, from the process backend (None where it cannot tell): every
+    mapping not marked VM_DONTDUMP, PROT_NONE reservations included (measured with GDB 13: a
+    glibc thread arena's 64 MiB reserve is written in full, as zeros, not as a sparse hole),
+    so a process's virtual size is what counts. Raises Gone, PermissionError."""
+    return process.reader().dumpable_bytes(pid)
 
 
 def dump(pid: int, out_dir: Path, limit_mb: float = GCORE_LIMIT_MB) -> dict[str, Any]:
@@ -58,10 +43,14 @@ def dump(pid: int, out_dir: Path, limit_mb: float = GCORE_LIMIT_MB) -> dict[str,
         return {**result, "skipped": "gcore is not installed (it comes with gdb)"}
     try:
         estimate = estimate_bytes(pid)
-    except (FileNotFoundError, ProcessLookupError):
+    except Gone:
         return {**result, "skipped": f"process {pid} has exited"}
     except PermissionError:
-        return {**result, "skipped": f"cannot read /proc/{pid}/smaps (ptrace permission)"}
+        return {**result, "skipped": f"cannot read process {pid}'s mappings (ptrace "
+                                     "permission)"}
+    if estimate is None:
+        return {**result, "skipped": "this process backend cannot estimate a core's size: no "
+                                     "core is written unbounded"}
     result["estimated_bytes"] = estimate
     if estimate > limit_mb * 2**20:
         return {**result, "skipped": f"the core would be ~{estimate / 2**20:,.0f} MiB, above "

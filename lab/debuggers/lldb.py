@@ -8,7 +8,6 @@ as package data (``capture.lldb``, ``catch.lldb``) and parses the transcript.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,19 +117,7 @@ def capture(
 
 
 def syscall_notes(pid: int) -> dict[str, str]:
-    """``{"syscall TID": "/proc line"}`` for each thread of ``pid`` (empty off Linux, and on the
-    portable backend, which must read on Linux only what it could read on a Mac)."""
-    notes = {}
-    if not process.linux_sources():
-        return notes
-    try:
-        tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
-    except OSError:
-        return notes
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/syscall", encoding="ascii") as handle:
-                notes[f"syscall {tid}"] = handle.read().strip()
-        except OSError:
-            continue
-    return notes
+    """``{"syscall TID": "the OS's line"}`` for each thread of ``pid``, from the process
+    backend (empty where it shows none: off Linux, and on the portable backend)."""
+    lines = process.reader().syscall_lines(pid)
+    return {f"syscall {tid}": line for tid, line in sorted(lines.items())}

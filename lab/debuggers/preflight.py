@@ -68,8 +68,5 @@ def attach_failure(debugger: str, pid: int, message: str) -> LabError:
 
 
 def ptrace_scope() -> int | None:
-    try:
-        with open("/proc/sys/kernel/yama/ptrace_scope", encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None  # no Yama: only the classic same-uid / CAP_SYS_PTRACE rules apply
+    """Yama's mode, from the process backend; None without Yama."""
+    return process.reader().ptrace_scope()

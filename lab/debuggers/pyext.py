@@ -6,6 +6,9 @@ import os
 import re
 from pathlib import Path
 
+from lab import process
+from lab.backend import Gone
+
 # Where distributions install the extension besides the interpreter's own bin directory:
 # Debian/Ubuntu auto-load it from the data directory, Fedora ships it with the debuginfo.
 AUTO_LOAD_DIRS = (Path("/usr/share/gdb/auto-load"), Path("/usr/local/share/gdb/auto-load"))
@@ -16,7 +19,8 @@ _LIBPYTHON = re.compile(r"(/\S*/libpython\d+\.\d+t?[^/\s]*\.so[^/\s]*)$")
 
 
 def libpython_from_maps(maps: str) -> str | None:
-    """The path of the first ``libpythonX.Y*.so*`` mapped in a /proc/PID/maps text."""
+    """The path of the first ``libpythonX.Y*.so*`` in a /proc/PID/maps text (or a list of
+    mapped paths, one a line)."""
     for line in maps.splitlines():
         match = _LIBPYTHON.search(line.strip())
         if match:
@@ -80,14 +84,11 @@ def find_python_gdb_extension(pid: int) -> Path | None:
 
     None when the process is not Python, is gone, or no installed file matches.
     """
+    source = process.reader()
+    exe = source.executable(pid)
     try:
-        exe = os.path.realpath(os.readlink(f"/proc/{pid}/exe"))
-    except OSError:
-        exe = None
-    try:
-        with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as handle:
-            libpython = libpython_from_maps(handle.read())
-    except OSError:
+        libpython = libpython_from_maps("\n".join(source.mapped(pid)))
+    except (Gone, OSError):
         libpython = None
     if libpython:
         libpython = os.path.realpath(libpython)

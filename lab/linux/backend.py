@@ -105,6 +105,33 @@ class LinuxBackend(PosixSignals):
             raise Gone(pid) from None
         return sorted(paths)
 
+    def thread_names(self, pid: int) -> dict[int, str]:
+        return procfs.thread_names(pid)
+
+    def forking_thread(self, ppid: int, child: int) -> int | None:
+        return procfs.forking_thread(ppid, child)
+
+    def executable(self, pid: int) -> str | None:
+        return procfs.executable(pid)
+
+    def syscall_lines(self, pid: int) -> dict[int, str]:
+        return procfs.syscall_lines(pid)
+
+    def dumpable_bytes(self, pid: int) -> int | None:
+        try:
+            return procfs.dumpable_bytes(pid)
+        except Gone:
+            raise Gone(pid) from None
+
+    def read_memory(self, pid: int, address: int, size: int) -> bytes | None:
+        return procfs.read_memory(pid, address, size)
+
+    def pid_max(self) -> int:
+        return procfs.pid_max()
+
+    def ptrace_scope(self) -> int | None:
+        return procfs.ptrace_scope()
+
     def trace_refusal(self, pid: int) -> str | None:
         # Opening /proc/PID/mem is checked as PTRACE_MODE_ATTACH (proc(5)), the very check a
         # debugger's attach and py-spy's process_vm_readv pass: a probe, not a guess from uids.

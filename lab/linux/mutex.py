@@ -1,4 +1,4 @@
-"""Read a glibc ``pthread_mutex_t`` out of another process's memory (/proc/PID/mem).
+"""A glibc ``pthread_mutex_t`` as read out of another process's memory (``Backend.read_memory``).
 
 glibc's struct __pthread_mutex_s (sysdeps/nptl/bits/struct_mutex.h) starts, on every 64-bit
 and 32-bit Linux ABI, with ``int __lock; unsigned int __count; int __owner;`` and, on 64-bit
@@ -10,7 +10,6 @@ inherits that TID, of a thread it does not have.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 
@@ -42,30 +41,11 @@ class MutexWords:
         return KIND_NAMES[self.kind & KIND_MASK]
 
 
-def read_words(pid: int, address: int) -> MutexWords | None:
-    """The mutex words at ``address`` in process ``pid``; None when they cannot be read.
-
-    Reading /proc/PID/mem needs ptrace-attach permission (the lab is the target's ancestor,
-    or root); the target does not have to be stopped.
-    """
-    try:
-        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        data = os.pread(fd, _LAYOUT.size, address)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    if len(data) < _LAYOUT.size:
-        return None
-    return MutexWords(*_LAYOUT.unpack(data))
+SIZE = _LAYOUT.size  # the bytes to read at a mutex's address
 
 
-def pid_max() -> int:
-    try:
-        with open("/proc/sys/kernel/pid_max", encoding="ascii") as handle:
-            return int(handle.read())
-    except (OSError, ValueError):
-        return 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
+def parse(data: bytes | None) -> MutexWords | None:
+    """The mutex words in ``data`` (SIZE bytes read at its address); None for none."""
+    if data is None or len(data) < SIZE:
+        return None
+    return MutexWords(*_LAYOUT.unpack(data[:SIZE]))

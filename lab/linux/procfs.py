@@ -223,3 +223,115 @@ def _timer_signal(timer: dict[str, str]) -> str:
     number = timer.get("signal", "").split("/")[0]
     return _signal_names(1 << (int(number) - 1))[0] if number.isdigit() and number != "0" \
         else "none"
+
+
+# -- what the layers above ask through the backend (lab.linux.backend) ------------------------
+
+def thread_names(pid: int) -> dict[int, str]:
+    """``{tid: comm}`` of each thread of ``pid``; a thread that ends meanwhile is left out.
+    Raises Gone."""
+    names = {}
+    for tid in tids(pid):
+        try:
+            names[tid] = comm(pid, tid)
+        except (Gone, OSError):
+            continue
+    return names
+
+
+def forking_thread(ppid: int, child: int) -> int | None:
+    """The thread of ``ppid`` whose child ``child`` is (task/TID/children), or None."""
+    if not HAS_CHILDREN_FILE:
+        return None
+    try:
+        for tid in tids(ppid):
+            try:
+                if str(child).encode() in _read(f"/proc/{ppid}/task/{tid}/children").split():
+                    return tid
+            except (Gone, OSError):
+                continue
+    except Gone:
+        return None
+    return None
+
+
+def executable(pid: int) -> str | None:
+    try:
+        return os.path.realpath(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return None
+
+
+def syscall_lines(pid: int) -> dict[int, str]:
+    """``{tid: the raw /proc/PID/task/TID/syscall line}``; empty when ``pid`` is gone."""
+    lines = {}
+    try:
+        found = tids(pid)
+    except Gone:
+        return lines
+    for tid in found:
+        try:
+            lines[tid] = _read(f"/proc/{pid}/task/{tid}/syscall").decode("ascii").strip()
+        except (Gone, OSError, UnicodeDecodeError):
+            continue
+    return lines
+
+
+def dumpable_bytes(pid: int) -> int:
+    """The bytes a core of ``pid`` would hold (gcore, GDB's default coredump filter): every
+    mapping but [vsyscall] and those marked "dd" (don't dump) in /proc/PID/smaps. Raises Gone,
+    PermissionError."""
+    total = size = 0
+    dumped = False
+    for line in _read(f"/proc/{pid}/smaps").decode("utf-8", errors="replace").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping header
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            size = end - start
+            path = fields[5] if len(fields) > 5 else ""
+            dumped = path != "[vsyscall]"
+        elif fields[0] == "VmFlags:" and dumped and "dd" not in fields[1:]:
+            total += size
+    return total
+
+
+def read_memory(pid: int, address: int, size: int) -> bytes | None:
+    """``size`` bytes at ``address`` of ``pid`` (/proc/PID/mem: ptrace-attach permission, the
+    target need not be stopped); None when they cannot be read."""
+    try:
+        fd = os.open(f"/proc/{pid}/mem", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, size, address)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == size else None
+
+
+def pid_max() -> int:
+    try:
+        return int(_read("/proc/sys/kernel/pid_max"))
+    except (Gone, OSError, ValueError):
+        return 1 << 22  # the kernel's PID_MAX_LIMIT on 64-bit
+
+
+def ptrace_scope() -> int | None:
+    """Yama's kernel.yama.ptrace_scope; None without Yama (only the classic same-uid and
+    CAP_SYS_PTRACE rules apply)."""
+    try:
+        return int(_read("/proc/sys/kernel/yama/ptrace_scope").strip())
+    except (Gone, OSError, ValueError):
+        return None
+
+
+def start_ticks(pid: int) -> str | None:
+    """``pid``'s start time in clock ticks since boot (stat field 22); None when it is gone."""
+    try:
+        return _read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19].decode()
+    except (Gone, OSError, IndexError):
+        return None

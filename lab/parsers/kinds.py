@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lab.debugger_names import DEBUGGERS
+from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput
 from lab.parsers.transcript import Parsed
 

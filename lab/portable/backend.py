@@ -146,6 +146,34 @@ class PortableBackend:
         maps = _call(pid, "memory_maps")
         return sorted({m.path for m in maps if m.path.startswith("/")})
 
+    def thread_names(self, pid: int) -> dict[int, str]:
+        _call(pid, "threads")  # raises Gone
+        return {}  # psutil lists thread ids and CPU times only, no names
+
+    def forking_thread(self, ppid: int, child: int) -> int | None:
+        return None  # no portable source tells which thread forked
+
+    def executable(self, pid: int) -> str | None:
+        try:
+            return os.path.realpath(_call(pid, "exe")) or None
+        except (Gone, PermissionError, OSError):
+            return None
+
+    def syscall_lines(self, pid: int) -> dict[int, str]:
+        return {}  # no portable source of the system call a thread is in
+
+    def dumpable_bytes(self, pid: int) -> int | None:
+        return None  # mappings without their dump flags: no honest estimate
+
+    def read_memory(self, pid: int, address: int, size: int) -> bytes | None:
+        return None  # psutil reads no other process's memory
+
+    def pid_max(self) -> int:
+        return 1 << 22  # PID_MAX_LIMIT on 64-bit Linux; above every macOS PID (99998)
+
+    def ptrace_scope(self) -> int | None:
+        return None  # Yama is Linux's; the portable backend reads no Linux-only source
+
     def trace_refusal(self, pid: int) -> str | None:
         owner = _call(pid, "uids").real if hasattr(psutil.Process, "uids") else None
         me = os.geteuid() if hasattr(os, "geteuid") else None

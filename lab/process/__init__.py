@@ -61,11 +61,30 @@ def backend() -> Backend:
     return PortableBackend()
 
 
-def _shared() -> Backend:
+def reader() -> Backend:
+    """This process's one backend for questions about other processes (never opened: it
+    listens to no events)."""
     global _reader
     if _reader is None:
         _reader = backend()
     return _reader
+
+
+def start_marker(pid: int) -> str | None:
+    """What tells ``pid`` from a later process that reuses its PID (its start time); None when
+    it is gone. On Linux the clock ticks since boot whatever the backend, since every lab of a
+    user, on either backend, compares them in one registry (``lab.runs``); elsewhere psutil's
+    creation time."""
+    if sys.platform.startswith("linux"):
+        from lab.linux import procfs
+
+        return procfs.start_ticks(pid)
+    import psutil
+
+    try:
+        return repr(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
 
 
 def signal_name(number: int) -> str:
@@ -78,9 +97,9 @@ def signal_name(number: int) -> str:
 
 def state(pid: int) -> tuple[str, int] | None:
     """``(state letter, tracer pid)`` of ``pid``; None when it is gone."""
-    reader = _shared()
+    source = reader()
     try:
-        return reader.info(pid).state, reader.tracer(pid)
+        return source.info(pid).state, source.tracer(pid)
     except (Gone, PermissionError):
         return None
 
@@ -118,11 +137,11 @@ def send(pid: int, signum: int) -> None:
 
 def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid``, parents before their children."""
-    reader = _shared()
+    source = reader()
     found, frontier = [], [pid]
     while frontier:
         try:
-            kids = sorted(reader.children(frontier.pop(0)))
+            kids = sorted(source.children(frontier.pop(0)))
         except Gone:
             continue
         found.extend(kids)
