@@ -9,8 +9,11 @@ import os
 import sys
 from collections.abc import Callable
 
+from lab import interrupts
 from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput, LabError
+from lab.evidence import Evidence
+from lab.verdicts import RUN_MISMATCH_STATUS
 
 INTERNAL_ERROR_STATUS = 70
 INTERRUPTED_STATUS = 130
@@ -76,6 +79,35 @@ def add_out(parser: argparse.ArgumentParser) -> None:
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress lines, no echo of the processes' output")
+
+
+def main(parse: Callable[[], argparse.Namespace],
+         dispatch: Callable[[argparse.Namespace], int]) -> int:
+    """An entry point: SIGINT/SIGTERM made to unwind, the arguments parsed, ``dispatch``ed,
+    and whatever is raised mapped to its exit status (``exit_status``; with ``--json``, a
+    LabError's evidence on stdout first)."""
+    parsed: list[argparse.Namespace] = []
+
+    def body() -> int:
+        interrupts.install()
+        parsed.append(parse())
+        return dispatch(parsed[0])
+
+    return exit_status(body, lambda: bool(parsed and getattr(parsed[0], "json", False)))
+
+
+def run_status(evidence: Evidence, as_json: bool) -> int:
+    """How ``lab run`` ends: the evidence on stdout with ``--json``; 0 when the verdict is the
+    expected one, else one line on stderr and RUN_MISMATCH_STATUS."""
+    from lab.runner import mismatch
+
+    if as_json:
+        sys.stdout.write(evidence.to_json())
+    why = mismatch(evidence)
+    if why is None:
+        return 0
+    sys.stderr.write(f"lab: {why}\n")
+    return RUN_MISMATCH_STATUS
 
 
 def exit_status(body: Callable[[], int], wants_json: Callable[[], bool] = lambda: False) -> int:

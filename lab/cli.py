@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from lab import arguments, interrupts, process, scenarios
+from lab import arguments, process, scenarios
 from lab.arguments import OneLineParser, add_debugger, count, pid, positive
 from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput
@@ -194,7 +194,7 @@ def _cmd_parse(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from lab.runner import mismatch, run_scenario
+    from lab.runner import run_scenario
 
     options = RunOptions.from_args(args)
     launcher = scenarios.get(args.scenario).choose_launcher(args.launcher, args.pool, args.fix)
@@ -211,13 +211,7 @@ def _cmd_run(args) -> int:
         return 0 if tally["rate"] == 1.0 else RUN_MISMATCH_STATUS
     evidence = run_scenario(args.scenario, launcher, options, Progress(enabled=not args.quiet),
                             python=args.python)
-    if args.json:
-        sys.stdout.write(evidence.to_json())
-    why = mismatch(evidence)
-    if why is None:
-        return 0
-    sys.stderr.write(f"lab: {why}\n")
-    return RUN_MISMATCH_STATUS
+    return arguments.run_status(evidence, args.json)
 
 
 def _recorded(args) -> Path | None:
@@ -323,19 +317,14 @@ def _cmd_bench(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parsed: list = []
+    return arguments.main(lambda: build_parser().parse_args(argv), _dispatch)
 
-    def body() -> int:
-        interrupts.install()
-        args = build_parser().parse_args(argv)
-        parsed.append(args)
-        process.backend_name()  # a LAB_BACKEND that names no backend: one line, nothing started
-        handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list,
-                   "parse": _cmd_parse, "matrix": _cmd_matrix, "report": _cmd_report,
-                   "bench": _cmd_bench, "cleanup": _cmd_cleanup,
-                   "inspect": _cmd_inspect}[args.command]
-        if args.command in ("run", "watch", "matrix", "bench"):
-            _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
-        return handler(args)
 
-    return arguments.exit_status(body, lambda: bool(parsed and getattr(parsed[0], "json", False)))
+def _dispatch(args) -> int:
+    process.backend_name()  # a LAB_BACKEND that names no backend: one line, nothing started
+    handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list, "parse": _cmd_parse,
+               "matrix": _cmd_matrix, "report": _cmd_report, "bench": _cmd_bench,
+               "cleanup": _cmd_cleanup, "inspect": _cmd_inspect}[args.command]
+    if args.command in ("run", "watch", "matrix", "bench"):
+        _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
+    return handler(args)

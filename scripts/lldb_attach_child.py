@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from lab import arguments, debuggers, interrupts  # noqa: E402
+from lab import arguments, debuggers  # noqa: E402
 from lab.catch import CatchOptions, catch, outcome  # noqa: E402
 from lab.options import default_out_base  # noqa: E402
 from lab.progress import Progress  # noqa: E402
@@ -39,20 +39,19 @@ def _parser() -> arguments.OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def body() -> int:
-        interrupts.install()  # SIGINT/SIGTERM unwind through the catch's cleanup
-        args = _parser().parse_args(argv)
-        options = CatchOptions(scenario=args.scenario, debugger=args.debugger,
-                               launcher=args.launcher, timeout=args.timeout,
-                               out_base=Path(args.out) if args.out else default_out_base(),
-                               echo_output=not args.quiet)
-        reason = outcome(catch(options, Progress(enabled=not args.quiet)))
-        if reason:
-            sys.stderr.write(f"lab: {reason}\n")
-            return 1
-        return 0
+    return arguments.main(lambda: _parser().parse_args(argv), _catch)
 
-    return arguments.exit_status(body)
+
+def _catch(args) -> int:
+    options = CatchOptions(scenario=args.scenario, debugger=args.debugger,
+                           launcher=args.launcher, timeout=args.timeout,
+                           out_base=Path(args.out) if args.out else default_out_base(),
+                           echo_output=not args.quiet)
+    reason = outcome(catch(options, Progress(enabled=not args.quiet)))
+    if reason:
+        sys.stderr.write(f"lab: {reason}\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

@@ -27,11 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import arguments, celery_lab, interrupts
+from lab import arguments, celery_lab
 from lab.arguments import OneLineParser
 from lab.options import RunOptions
 from lab.progress import Progress
-from lab.verdicts import RUN_MISMATCH_STATUS
 
 ALONE_EXPECTED = "TimeLimitExceeded"  # Celery's own answer to the hang: the hard time limit
 ALONE_MARGIN_S = 30.0  # past the driver's own deadlines, before it is killed from outside
@@ -156,32 +155,18 @@ def _parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parsed: list = []
-
-    def body() -> int:
-        interrupts.install()
-        args = _parser().parse_args(argv)
-        parsed.append(args)
-        return _single(args) if args.pool else _matrix(args)
-
-    return arguments.exit_status(body, lambda: bool(parsed and parsed[0].json))
+    return arguments.main(lambda: _parser().parse_args(argv),
+                          lambda args: _single(args) if args.pool else _matrix(args))
 
 
 def _single(args) -> int:
     """One pool, once: what `python -m lab run celery-chromadb --pool P --fix F` does."""
     from lab.celery_lab.runner import run_celery
-    from lab.runner import mismatch
 
     args.debugger = args.debugger or "auto"
     evidence = run_celery(args.pool, args.fix, RunOptions.from_args(args),
                           Progress(enabled=not args.quiet))
-    if args.json:
-        sys.stdout.write(evidence.to_json())
-    why = mismatch(evidence)
-    if why is None:
-        return 0
-    sys.stderr.write(f"lab: {why}\n")
-    return RUN_MISMATCH_STATUS
+    return arguments.run_status(evidence, args.json)
 
 
 def _matrix(args) -> int:
