@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_debugger(mat, "none", "the debugger attached to each trial's culprit")
     mat.add_argument("--trials", type=count, default=5, help="trials per cell (default 5)")
     mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
-                     "comma-separated (e.g. 'chromadb-tokio/*,*/mp-spawn')")
+                     "comma-separated (e.g. 'SCENARIO/*,*/mp-spawn'; `lab list` names them)")
     mat.add_argument("--python", action="append", metavar="PYTHON",
                      help="run the cells in this interpreter (a path, a command or a version: "
                      "3.12), each in its own environment under --env-dir; repeatable or "

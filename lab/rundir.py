@@ -85,6 +85,12 @@ class RunDir:
         self.write_summary(evidence)
         return not self.failed
 
+    def subdir(self, name: str) -> Path:
+        """``name`` inside the run directory (made, private), for a second capture's files."""
+        path = self.path / name
+        path.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+        return path
+
     def write_evidence(self, evidence: ev.Evidence) -> Path:
         target = self.path / "evidence.json"
         self._write(target, evidence.to_json())

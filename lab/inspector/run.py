@@ -32,7 +32,6 @@ from lab.inspector import sample, story
 from lab.options import InspectOptions
 from lab.process import Backend, Gone
 from lab.progress import Progress
-from lab.rundir import PRIVATE_DIR
 from lab.session import Observer, RunSession
 from lab.stacks import pyspy
 from lab.verdicts import Verdict, worst
@@ -255,8 +254,7 @@ class Inspector(Observer):
             self.prove_from_stacks(target, info)
         parent = self.info["parent"]
         if self.options.parent and parent is not None and self.session.pending_error is None:
-            folder = self.session.rundir.path / PARENT_DIR
-            folder.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+            folder = self.session.rundir.subdir(PARENT_DIR)
             found = self.capture(name, parent["pid"], folder)
             if found is not None:
                 if found.transcript:
