@@ -50,7 +50,7 @@ GUARDS = ("hasattr(", "sys.platform", "os.name", "CAN_WAITPID")
 NOT_ON_WINDOWS = {
     ("lab/reports.py", "os.mkfifo"): "the FIFO channel: only a backend with report_fifo (Linux)",
     ("lab/reports.py", "os.O_NONBLOCK"): "the FIFO channel: only a backend with report_fifo",
-    ("lab/process/backend.py", "os.killpg"): "PosixSignals: the Linux backend's signals",
+    ("lab/backend.py", "os.killpg"): "PosixSignals: the Linux backend's signals",
     ("lab/process/exits.py", "os.WIFSIGNALED"): "from_wait_status: only waitpid(2) gives a "
                                                 "wait status; Windows' ends come from Popen",
     ("lab/process/exits.py", "os.WCOREDUMP"): "from_wait_status, as above",
