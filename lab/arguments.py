@@ -5,7 +5,9 @@ error to an exit status. Declared here once, so that no entry point drifts from 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -21,10 +23,62 @@ DEBUGGER_CHOICES = ("auto", *DEBUGGERS, "none")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Bad input is one line and exit status 2 (``BadInput``), never a usage dump."""
+    """Bad input is one line and exit status 2 (``BadInput``), never a usage dump; a mistyped
+    option names the closest one (``--timout``: did you mean ``--timeout``?)."""
 
     def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (.+)", message)
+        if unknown:
+            for word in unknown.group(1).split():
+                close = difflib.get_close_matches(word.split("=")[0], self._all_options(), 1)
+                if word.startswith("-") and close:
+                    raise BadInput(message, f"did you mean {close[0]}?")
         raise BadInput(message)
+
+    def _all_options(self) -> list[str]:
+        """Every option string of this parser and of its subcommands'."""
+        found = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += list(sub._option_string_actions)
+        return sorted(set(found))
+
+
+CONSOLE_SCRIPT = "fork-crash-lab"  # pyproject.toml's [project.scripts]
+
+
+def prog_name(default: str) -> str:
+    """The name the user typed: the console script's, else ``default`` (``python -m lab``)."""
+    typed = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return CONSOLE_SCRIPT if typed == CONSOLE_SCRIPT else default
+
+
+def version() -> str:
+    """``fork-crash-lab X.Y.Z``: the installed distribution's, else the checkout's pyproject."""
+    from importlib import metadata
+
+    try:
+        return f"{CONSOLE_SCRIPT} {metadata.version(CONSOLE_SCRIPT)}"
+    except metadata.PackageNotFoundError:
+        from pathlib import Path
+
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+        found = re.search(r'^version = "([^"]+)"', text, re.MULTILINE)
+        return f"{CONSOLE_SCRIPT} {found.group(1) if found else 'unknown'}"
+
+
+# The statuses any command that runs something can end with, besides its own.
+LAB_ERROR_STATUSES = ("2 bad input, 4 command not found, 5 debugger missing, 6 ptrace refused "
+                      "(run as root, cap_add: SYS_PTRACE, or kernel.yama.ptrace_scope), 7 the "
+                      "target exited during the attach, 8 the debugger failed, 9 a package is "
+                      "missing, 15 the evidence could not be written, 70 an internal error of "
+                      f"the lab, {INTERRUPTED_STATUS}/143 interrupted (SIGINT/SIGTERM)")
+
+
+def exit_statuses(own: str, errors: str = LAB_ERROR_STATUSES) -> str:
+    """A subcommand's ``--help`` epilog: its own statuses, then the lab's errors."""
+    return f"exit status: {own}; {errors}."
 
 
 def positive(text: str) -> float:
@@ -96,13 +150,24 @@ def main(parse: Callable[[], argparse.Namespace],
     return exit_status(body, lambda: bool(parsed and getattr(parsed[0], "json", False)))
 
 
-def run_status(evidence: Evidence, as_json: bool) -> int:
-    """How ``lab run`` ends: the evidence on stdout with ``--json``; 0 when the verdict is the
-    expected one, else one line on stderr and RUN_MISMATCH_STATUS."""
+def tell(evidence: Evidence, quiet: bool) -> None:
+    """The run's story in its last lines on stderr (``lab.ending``), unless ``quiet``."""
+    if not quiet:
+        from lab import ending
+
+        sys.stderr.write(ending.text(evidence))
+        sys.stderr.flush()
+
+
+def run_status(evidence: Evidence, as_json: bool, quiet: bool = False) -> int:
+    """How ``lab run`` ends: the evidence on stdout with ``--json``, the story on stderr
+    (unless ``quiet``); 0 when the verdict is the expected one, else one line on stderr and
+    RUN_MISMATCH_STATUS."""
     from lab.runner import mismatch
 
     if as_json:
         sys.stdout.write(evidence.to_json())
+    tell(evidence, quiet)
     why = mismatch(evidence)
     if why is None:
         return 0

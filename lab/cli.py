@@ -17,15 +17,14 @@ from lab.parsers.kinds import KINDS
 from lab.progress import Progress
 from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
 
-EPILOG = """exit status of `lab watch`: 0 ok, 10 error, 11 crash, 12 deadlock, 13 hang,
-14 data-loss,
-130/143 interrupted (SIGINT/SIGTERM). `lab run`: 0 when the observed verdict is the expected
-one, 1 when it is not. Errors of the lab itself: 2 bad input, 4 command not found,
-5 debugger missing, 6 ptrace refused, 7 target exited during attach, 8 debugger failed,
-9 a scenario's package is missing, 15 the verdict was reached but its evidence could not be
-written (a full disk), 70 an internal error of the lab. `lab inspect PID` exits as `lab watch`
-does, or: 16 no such process, 17 a zombie, 18 the lab itself, 6 another user's process the lab
-may not trace (a process that is not Python is inspected with native stacks only)."""
+WATCH_STATUSES = ", ".join(f"{status} {verdict.value}" for verdict, status in
+                           WATCH_EXIT_STATUS.items() if verdict is not Verdict.INTERRUPTED)
+INSPECT_STATUSES = (f"{WATCH_STATUSES} (as `watch`); 16 no such process, 17 a zombie, 18 the lab "
+                    "itself, 6 another user's process the lab may not trace")
+RUN_STATUSES = f"0 the observed verdict is the expected one, {RUN_MISMATCH_STATUS} it is not"
+EPILOG = (f"`watch`: {WATCH_STATUSES}. `run`: {RUN_STATUSES}. `inspect PID`: "
+          f"{INSPECT_STATUSES}. Every command: {arguments.LAB_ERROR_STATUSES}. "
+          "`COMMAND --help` lists each command's own.")
 
 
 def _common_options() -> dict[str, argparse.ArgumentParser]:
@@ -50,15 +49,16 @@ def _common_options() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="python -m lab", description="Reproduce, catch and explain "
-                           "fork/thread crashes.", epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=arguments.prog_name("python -m lab"), description="Reproduce, "
+                           "catch and explain fork/thread crashes.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=arguments.version())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     common = _common_options()
     running = [common["doc"], common["target"], common["observe"]]
 
     run = sub.add_parser("run", parents=running,
-                         help="run a scenario and judge it against its expected verdict")
+                         help="run a scenario and judge it against its expected verdict",
+                         epilog=arguments.exit_statuses(RUN_STATUSES))
     run.add_argument("scenario")
     add_debugger(run, "auto", "the debugger attached to the culprit: auto is the first "
                   "installed of " + ", ".join(DEBUGGERS))
@@ -74,24 +74,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fix", help="with --pool: none, worker-process-init or lazy")
 
     watch = sub.add_parser("watch", parents=running,
-                           help="run any command and judge every descendant")
+                           help="run any command and judge every descendant",
+                           epilog=arguments.exit_statuses(WATCH_STATUSES))
     add_debugger(watch, "auto", "the debugger attached to the culprit: auto is the first "
                   "installed of " + ", ".join(DEBUGGERS))
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     parse = sub.add_parser("parse", parents=[common["doc"]],
                            help="read what you already have (a GDB or LLDB session, a macOS "
-                           "crash report, a py-spy dump) into an evidence document")
+                           "crash report, a py-spy dump) into an evidence document",
+                           epilog=arguments.exit_statuses("0", "2 bad input (unreadable, empty, "
+                                                          "binary, another kind, truncated)"))
     parse.add_argument("debugger", metavar="KIND",
                        choices=KINDS,
                        help="auto (detect it), gdb, lldb, crash (macOS .crash/.ips) or py-spy")
     parse.add_argument("file")
 
-    sub.add_parser("list", parents=[common["doc"]], help="list the scenarios")
+    sub.add_parser("list", parents=[common["doc"]], help="list the scenarios",
+                   epilog=arguments.exit_statuses("0", "2 bad input"))
 
     mat = sub.add_parser("matrix", parents=[common["doc"], common["target"]],
                          help="every scenario × launcher, N trials each: "
-                         "results/<platform>.json, docs/RESULTS.md, docs/matrix.png")
+                         "results/<platform>.json, docs/RESULTS.md, docs/matrix.png",
+                         epilog=arguments.exit_statuses(
+                             f"0 every cell measured as expected, {RUN_MISMATCH_STATUS} a cell "
+                             "was not (or stopped on an error)"))
     add_debugger(mat, "none", "the debugger attached to each trial's culprit")
     mat.add_argument("--trials", type=count, default=5, help="trials per cell (default 5)")
     mat.add_argument("--only", help="run only these cells: SCENARIO/LAUNCHER patterns, "
@@ -116,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     insp = sub.add_parser("inspect", parents=[common["doc"]],
                           help="diagnose a process that is already hung, without relaunching "
                           "it: never kills or signals it, pauses it only while a debugger is "
-                          "attached")
+                          "attached", epilog=arguments.exit_statuses(INSPECT_STATUSES))
     insp.add_argument("pid", type=pid, metavar="PID")
     insp.add_argument("--tree", action=argparse.BooleanOptionalAction, default=True,
                       help="judge its descendants too (default: --tree)")
@@ -135,15 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("cleanup", parents=[common["doc"]],
                    help="finish the runs of a lab that was killed (kill -9): stop what is left, "
-                   "remove temp files, mark the evidence interrupted (every command does it too)")
+                   "remove temp files, mark the evidence interrupted (every command does it too)",
+                   epilog=arguments.exit_statuses("0", "2 bad input"))
 
-    rep = sub.add_parser("report", help="write RUN_DIR/report.md, a bug report of one run")
+    rep = sub.add_parser("report", help="write RUN_DIR/report.md, a bug report of one run",
+                         epilog=arguments.exit_statuses("0", "2 bad input (no such run "
+                                                        "directory, no evidence in it)"))
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--results-dir", default="results",
                      help="where the matrix results are (for the fix that worked)")
 
     bench = sub.add_parser("bench", help="measure time to verdict, cost of evidence and of the "
-                           "fixes, scaling; write results/bench-<platform>.json, docs/BENCH.md")
+                           "fixes, scaling; write results/bench-<platform>.json, docs/BENCH.md",
+                           epilog=arguments.exit_statuses("0"))
     bench.add_argument("--quick", action="store_true", help="a short run (minutes to seconds), "
                        "written as results/bench-<platform>-quick.json, results/BENCH-quick.md")
     bench.add_argument("--results", default="results", help="directory of the JSON")
@@ -177,6 +188,7 @@ def _cmd_watch(args) -> int:
                      Progress(enabled=not args.quiet))
     if args.json:
         sys.stdout.write(evidence.to_json())
+    arguments.tell(evidence, args.quiet)
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
 
 
@@ -211,7 +223,7 @@ def _cmd_run(args) -> int:
         return 0 if tally["rate"] == 1.0 else RUN_MISMATCH_STATUS
     evidence = run_scenario(args.scenario, launcher, options, Progress(enabled=not args.quiet),
                             python=args.python)
-    return arguments.run_status(evidence, args.json)
+    return arguments.run_status(evidence, args.json, args.quiet)
 
 
 def _recorded(args) -> Path | None:
@@ -305,6 +317,7 @@ def _cmd_inspect(args) -> int:
     evidence = inspect(InspectOptions.from_args(args), Progress(enabled=not args.quiet))
     if args.json:
         sys.stdout.write(evidence.to_json())
+    arguments.tell(evidence, args.quiet)
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
 
 

@@ -163,6 +163,10 @@ class PlatformInfo:
     libc: str
     packages: dict[str, str] = field(default_factory=dict)
     backend: str | None = None  # the process backend: "linux" or "portable" (LAB_BACKEND)
+    # The program's own interpreter (its sys.executable), when it is not the lab's: then
+    # ``python`` and ``packages`` are that interpreter's, and the lab's own are kept here.
+    interpreter: str | None = None
+    lab_packages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -185,6 +189,9 @@ class Evidence:
     timings: dict[str, float] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
+    # the variables of ``environment`` the lab itself set or changed for the program (its
+    # report channel, run marker, startup hook): left out of a bug report's environment
+    lab_environment: list[str] = field(default_factory=list)
     error: str | None = None
     complete: bool = False
     warnings: list[dict[str, Any]] = field(default_factory=list)  # e.g. CPython's fork warning

@@ -291,6 +291,8 @@ def format_summary_header(evidence: Evidence) -> Iterator[str]:
         yield f"- launcher: {md.code(evidence.launcher)}"
     yield (f"- platform: {md.text(p.system or '?')} {md.text(p.machine or '?')}, Python "
            f"{md.text(p.python or '?')}, {md.text(p.libc or 'libc ?')}")
+    if p.interpreter:
+        yield f"- the program's interpreter: {md.code(p.interpreter)}"
     if p.packages:
         yield f"- packages: {packages(p)}"
     if evidence.watch_mode:

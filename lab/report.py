@@ -186,18 +186,40 @@ def _format_environment(evidence: Evidence) -> Iterator[str]:
     yield "## Environment"
     yield ""
     yield f"- OS: {md.text(p.system)}, architecture {md.text(p.machine)}"
-    yield f"- Python {md.text(p.python)}"
+    yield f"- Python {md.text(p.python)}" + (
+        f" (the program's interpreter: {md.code(p.interpreter)})" if p.interpreter else "")
     yield f"- C library: {md.text(p.libc)}"
-    yield f"- packages: {render.packages(p) or '-'}"
+    yield f"- packages: {render.packages(p) or '- (none of the packages the lab knows)'}"
     if evidence.launcher:
         yield f"- launcher: {md.code(evidence.launcher)}"
     if evidence.watch_mode:
         yield f"- watched with: {md.text(evidence.watch_mode)}"
-    env = {k: v for k, v in redact.environment(evidence.environment).items()
-           if k.startswith(RELEVANT_ENV)}
+    env = program_environment(evidence)
     if env:
         yield "- relevant environment: " + ", ".join(md.code(f"{k}={v}") for k, v in env.items())
     yield ""
+
+
+def program_environment(evidence: Evidence) -> dict[str, str]:
+    """The relevant variables of the program's environment, without what the lab itself set
+    (its LAB_* variables, its startup hook's PYTHONPATH entry, what it added or changed)."""
+    from lab.hook import STARTUP_DIR
+
+    lab_set = set(evidence.lab_environment)
+    env = {}
+    for key, value in redact.environment(evidence.environment).items():
+        if not key.startswith(RELEVANT_ENV) or key.startswith("LAB_"):
+            continue
+        if key == "PYTHONPATH":
+            kept = [p for p in value.split(os.pathsep) if p and Path(p) != STARTUP_DIR
+                    and not p.endswith(os.path.join("lab", "hook", "startup"))]
+            if not kept:
+                continue
+            value = os.pathsep.join(kept)
+        elif key in lab_set:
+            continue
+        env[key] = value
+    return env
 
 
 def _format_blocked(blocked: ProcessRecord | None) -> Iterator[str]:
@@ -313,5 +335,12 @@ def write_report(run_dir: Path, results_dir: Path = Path("results")) -> Path:
     """Write ``run_dir/report.md`` atomically; return its path. Raises BadInput (no run)."""
     evidence = load_run(run_dir)
     target = Path(run_dir) / "report.md"
-    write_atomic(target, report_markdown(evidence, results_dir, run_dir))
+    write_atomic(target, shorten_home(report_markdown(evidence, results_dir, run_dir)))
     return target
+
+
+def shorten_home(text: str) -> str:
+    """Paths under the user's home as ``~/...``: a bug report need not carry it (evidence.json
+    keeps the whole paths)."""
+    home = os.path.expanduser("~").rstrip(os.sep)
+    return text.replace(home + os.sep, "~" + os.sep) if home and home != "~" else text

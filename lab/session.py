@@ -18,13 +18,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from lab import evidence as ev, faults, forks, hook, process, redact, runs
+from lab import envinfo, evidence as ev, faults, forks, hook, process, redact, runs
 from lab.backend import RUN_ID_VAR
 from lab.envinfo import platform_info
 from lab.errors import DebuggerFailed, EvidenceNotWritten, Interrupted, LabError
@@ -87,6 +88,7 @@ class RunSession:
         self._output: threading.Thread | None = None
         self._tee: OutputTee | None = None
         self._registered: runs.RunEntry | None = None
+        self._program_env: dict[str, str] | None = None  # the program's, without the lab's
         # An existing target's processes as the observer found them: {pid: (stopped, tracer)}.
         self.found: dict[int, tuple[bool, int]] = {}
         self.not_as_found: dict[int, str] = {}  # {pid: what changed}, checked at the end
@@ -203,6 +205,10 @@ class RunSession:
                 self.hook_dir = Path(tempfile.mkdtemp(prefix=f"lab-{self.rundir.run_id}-hook-"))
                 env.update(hook.environment(env, self.hook_dir))
         self.evidence.environment = redact.environment(env)
+        self.evidence.lab_environment = sorted(
+            key for key, value in env.items() if os.environ.get(key) != value
+            and (key not in self.target.env or key.startswith("LAB_")))
+        self._program_env = {**os.environ, **self.target.env}
         argv = [*(argv_prefix or []), *self.target.argv]
         self.write()
         self.progress.stage("launch", " ".join(redact.argv(argv)) + "  ["
@@ -322,6 +328,12 @@ class RunSession:
         except Exception as exc:  # the evidence is written all the same, without them
             self.progress.stage("evidence", f"the threads at fork and crash stacks were not "
                                 f"added: {type(exc).__name__}: {exc}")
+        if self.target.fork_hook:  # a raw command: its interpreter may not be the lab's
+            try:
+                self._describe_interpreter()
+            except Exception as exc:  # the evidence is written all the same, with the lab's
+                self.progress.stage("evidence", f"the program's interpreter was not asked: "
+                                    f"{type(exc).__name__}: {exc}")
         parent = self.evidence.parent
         if self._verdict_stacks is not None and self._verdict_stacks[0] == parent.pid:
             _, parent.threads_at_verdict, parent.at_verdict = self._verdict_stacks
@@ -329,6 +341,20 @@ class RunSession:
             self.evidence.hook.update(forks_seen=self.forks.count,
                                       forks_not_kept=self.forks.dropped,
                                       reports_dropped=len(self._held) + self.forks.malformed)
+
+    def _describe_interpreter(self) -> None:
+        """The versions of the program's own Python and packages, not the lab's: asked of the
+        interpreter the first Python process of the tree ran."""
+        python = next((r for r in self.tree.records if forks.looks_python(r)), None)
+        if python is None or self._program_env is None:
+            return
+        answer = envinfo.target_interpreter(python.argv[0], self._program_env, self.target.cwd)
+        if answer is not None:
+            envinfo.use_target_interpreter(self.evidence.platform, answer)
+            if self.evidence.platform.interpreter != sys.executable:
+                self.progress.stage("evidence", f"the program's Python: "
+                                    f"{self.evidence.platform.interpreter} "
+                                    f"{self.evidence.platform.python}")
 
     # -- evidence --------------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ def _single(args) -> int:
     args.debugger = args.debugger or "auto"
     evidence = run_celery(args.pool, args.fix, RunOptions.from_args(args),
                           Progress(enabled=not args.quiet))
-    return arguments.run_status(evidence, args.json)
+    return arguments.run_status(evidence, args.json, args.quiet)
 
 
 def _matrix(args) -> int:

@@ -1,0 +1,167 @@
+"""What a user sees first: the story in the last lines on stderr, --version, usage and help.
+
+Every story test runs a real program that deadlocks (or ends ok) under the real lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_inspect import deadlocked_tree
+
+from conftest import PROGRAMS, REPO, SHORT_TIMEOUT
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("fork-crash-lab")
+
+
+def story(stderr: str) -> list[str]:
+    """The lines after the last progress line (``lab: [ 1.234s] ...``)."""
+    lines = stderr.splitlines()
+    last = max((i for i, line in enumerate(lines) if line.startswith("lab: [")), default=-1)
+    return lines[last + 1:]
+
+
+def test_watch_ends_with_the_culprit_where_the_child_waits_and_the_fix(reaper, tmp_path):
+    # GIVEN a program of its own: a cache whose refresher thread holds self._lock at the fork
+    result = reaper.lab("watch", "--out", str(tmp_path), "--", sys.executable,
+                        str(PROGRAMS / "cache_refresh_at_fork.py"))
+    assert result.returncode == 12, result.stderr
+    told = story(result.stderr)
+    # THEN the last lines tell the story, in order, and end with the evidence path
+    assert told[0].startswith("lab: deadlock: PID ") and "proven" in told[0]
+    assert "thread refresher (TID " in told[1] and "`with self._lock:`" in told[1]
+    assert "cache_refresh_at_fork.py:21" in told[1]
+    assert told[2] == "lab: the child waits at cache_refresh_at_fork.py:26: with self._lock:"
+    assert told[3].startswith("lab: fix: Re-create self._lock in the child")
+    assert "os.register_at_fork(after_in_child=lambda: setattr(self, '_lock'" in told[3]
+    (folder,) = tmp_path.iterdir()
+    assert told[-1] == f"lab: evidence: {folder.resolve() / 'summary.md'}"
+    assert len(told) <= 6  # a few lines, not a page
+
+
+def test_quiet_keeps_the_terminal_silent(reaper, tmp_path):
+    result = reaper.lab("watch", "--quiet", "--debugger", "none", "--out", str(tmp_path), "--",
+                        sys.executable, str(PROGRAMS / "lock_held_at_fork.py"))
+    assert result.returncode == 12
+    assert result.stderr == ""
+
+
+def test_run_of_a_native_library_names_the_threads_lost_and_the_fix(reaper, tmp_path):
+    # GIVEN a child that locks a mutex a native (C) thread of its parent held at the fork
+    result = reaper.lab("watch", "--debugger", "none", "--out", str(tmp_path), "--",
+                        sys.executable, str(PROGRAMS / "native_mutex_held.py"))
+    told = story(result.stderr)
+    assert told[0].startswith("lab: deadlock: PID "), result.stderr
+    assert any(line.startswith(("lab: lost at the fork: ", "lab: culprit: ")) for line in told)
+    assert any(line.startswith("lab: fix: ") for line in told), told
+
+
+def test_an_ok_run_says_ok_and_where_the_evidence_is(reaper, tmp_path):
+    result = reaper.lab("run", "python-lock-reinit", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    told = story(result.stderr)
+    assert told[0].startswith("lab: ok: ") and told[0].endswith("expected ok"), told
+    assert told[-1].startswith("lab: evidence: ") and len(told) == 2
+
+
+def test_inspect_ends_with_the_story_too(reaper, tmp_path):
+    parent, child = deadlocked_tree(reaper, "lock_held_at_fork.py")
+    result = reaper.lab("inspect", str(parent), "--debugger", "none", "--out", str(tmp_path),
+                        timeout=SHORT_TIMEOUT * 4)
+    assert result.returncode == 12, result.stderr
+    told = story(result.stderr)
+    assert told[0].startswith(f"lab: deadlock: PID {child}")
+    assert any("lock_held_at_fork.py:29" in line for line in told), told
+    assert told[-1].startswith("lab: evidence: ")
+
+
+@pytest.mark.parametrize("argv", [[sys.executable, "-m", "lab"], [str(CONSOLE_SCRIPT)]],
+                         ids=["python -m lab", "console script"])
+def test_version_prints_the_name_and_version(reaper, argv):
+    if not Path(argv[0]).exists():
+        pytest.skip("the console script is not installed")
+    result = reaper.run([*argv, "--version"], cwd=REPO, timeout=SHORT_TIMEOUT)
+    assert result.returncode == 0
+    name, version = result.stdout.split()
+    assert name == "fork-crash-lab" and version[0].isdigit()
+
+
+def test_usage_shows_the_name_the_user_typed(reaper):
+    if not CONSOLE_SCRIPT.exists():
+        pytest.skip("the console script is not installed")
+    result = reaper.run([str(CONSOLE_SCRIPT), "watch", "--help"], cwd=REPO,
+                        timeout=SHORT_TIMEOUT)
+    assert result.stdout.startswith("usage: fork-crash-lab watch ")
+    module = reaper.lab("watch", "--help", timeout=SHORT_TIMEOUT)
+    assert module.stdout.startswith("usage: python -m lab watch ")
+
+
+@pytest.mark.parametrize("command, statuses", [
+    ("watch", ["0 ok", "12 deadlock", "13 hang", "2 bad input", "6 ptrace refused"]),
+    ("run", ["0 the observed verdict is the expected one", "1 it is not"]),
+    ("inspect", ["12 deadlock", "16 no such process", "17 a zombie", "18 the lab itself"]),
+    ("parse", ["0", "2 bad input"]),
+    ("matrix", ["1 a cell"]),
+])
+def test_each_subcommand_help_lists_its_exit_statuses(command, statuses):
+    from lab.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    text = " ".join(sub.format_help().split())
+    assert "exit status: " in text
+    for status in statuses:
+        assert status in text, (command, status)
+
+
+@pytest.mark.parametrize("typo, meant", [("--timout=3", "--timeout"),
+                                         ("--debuger=none", "--debugger"), ("--jsno", "--json")])
+def test_a_mistyped_option_names_the_closest_one(reaper, typo, meant):
+    result = reaper.lab("watch", typo, "--", "true", timeout=SHORT_TIMEOUT)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert f"did you mean {meant}?" in line, line
+
+
+def test_the_json_document_is_unchanged_by_the_story(reaper, tmp_path):
+    result = reaper.lab("watch", "--json", "--debugger", "none", "--out", str(tmp_path), "--",
+                        sys.executable, str(PROGRAMS / "lock_held_at_fork.py"))
+    evidence = json.loads(result.stdout)
+    assert evidence["verdict"] == "deadlock"
+    assert story(result.stderr)[-1].startswith("lab: evidence: ")
+    assert os.path.isfile(story(result.stderr)[-1].split(": ", 2)[2])
+
+
+def test_a_bug_report_describes_the_programs_interpreter_not_the_labs(reaper, tmp_path):
+    # GIVEN a program run by an interpreter of its own, which has none of the lab's packages
+    venv = tmp_path / "app-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    python = venv / "bin" / "python"
+    out = tmp_path / "runs"
+    result = reaper.lab("watch", "--debugger", "none", "--out", str(out), "--", str(python),
+                        str(PROGRAMS / "lock_held_at_fork.py"))
+    assert result.returncode == 12, result.stderr
+    (folder,) = out.iterdir()
+    evidence = json.loads((folder / "evidence.json").read_text())
+    platform = evidence["platform"]
+    # THEN the packages are the program's (none the lab knows), its interpreter is named,
+    # and the lab's own are kept aside in evidence.json
+    assert platform["interpreter"] == str(python)
+    assert "chromadb" not in platform["packages"] and "lab" not in platform["packages"]
+    assert platform["lab_packages"].get("lab")
+    # AND the report leaves out what the lab set, and shortens the home directory
+    assert reaper.lab("report", str(folder)).returncode == 0
+    report = (folder / "report.md").read_text()
+    env_line = next(line for line in report.splitlines() if "relevant environment" in line) \
+        if "relevant environment" in report else ""
+    assert "LAB_" not in env_line and "hook/startup" not in env_line
+    home = str(Path.home()) + os.sep
+    shown = str(python).replace(home, "~" + os.sep) if str(python).startswith(home) else python
+    assert f"the program's interpreter: `{shown}`" in report
+    assert "LAB_RUN_ID" in evidence["lab_environment"]
+    assert "LAB_RUN_ID" in evidence["environment"]  # everything stays in evidence.json
