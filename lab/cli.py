@@ -11,7 +11,7 @@ from pathlib import Path
 from lab import arguments, process, scenarios
 from lab.arguments import OneLineParser, add_debugger, count, pid, positive
 from lab.debugger_registry import DEBUGGERS
-from lab.errors import BadInput
+from lab.errors import BadInput, OutputNotWritable
 from lab.options import INSPECT_WINDOW_S, InspectOptions, RunOptions
 from lab.parsers.kinds import KINDS
 from lab.progress import Progress
@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=KINDS,
                        help="auto (detect it), gdb, lldb, crash (macOS .crash/.ips) or py-spy")
     parse.add_argument("file")
+    parse.add_argument("--out", metavar="DIR", help="also write the document as "
+                       "DIR/evidence.json (the text then points to it)")
 
     sub.add_parser("list", parents=[common["doc"]], help="list the scenarios",
                    epilog=arguments.exit_statuses("0", "2 bad input"))
@@ -196,12 +198,25 @@ def _cmd_parse(args) -> int:
     from lab.parsers.document import evidence_from_transcript
 
     evidence = evidence_from_transcript(args.debugger, Path(args.file))
+    written = None
+    if args.out:
+        from lab.evidence import write_atomic
+
+        folder = Path(args.out)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            written = folder / "evidence.json"
+            write_atomic(written, evidence.to_json())
+        except OSError as exc:
+            raise OutputNotWritable(f"cannot write {folder}/evidence.json: "
+                                    f"{exc.strerror or exc}") from None
     if args.json:
         sys.stdout.write(evidence.to_json())
     else:
         from lab.parsers.summary import parsed_summary
 
-        sys.stdout.write(parsed_summary(evidence, Path(args.file).name))
+        sys.stdout.write(parsed_summary(evidence, Path(args.file).name,
+                                        str(written) if written else None))
     return 0
 
 

@@ -262,13 +262,14 @@ def format_python_stack(thread: DebugThread, limit: int | None = None) -> Iterat
     yield from md.fence(line for frame in frames for line in format_python_frame(frame))
 
 
-def format_native_stack(thread: DebugThread, limit: int = TOP_FRAMES,
-                        source: bool = False) -> Iterator[str]:
-    """A fenced block of the thread's top ``limit`` native frames, and how many were left out."""
+def format_native_stack(thread: DebugThread, limit: int = TOP_FRAMES, source: bool = False,
+                        rest: str = "in evidence.json") -> Iterator[str]:
+    """A fenced block of the thread's top ``limit`` native frames, and how many were left out
+    (``rest``: where the others are)."""
     lines = [line for frame in thread.frames[:limit]
              for line in format_native_frame(frame, source)]
     if len(thread.frames) > limit:
-        lines.append(f"... {len(thread.frames) - limit} more frames in evidence.json")
+        lines.append(f"... {len(thread.frames) - limit} more frames {rest}")
     yield from md.fence(lines)
 
 
@@ -328,7 +329,8 @@ def format_warnings(warnings: Iterable[dict]) -> Iterator[str]:
                f"{md.text(warning.get('category', 'Warning'))}: {md.text(warning.get('message'))}")
 
 
-def format_debug_thread(thread: DebugThread, label: str | None = None) -> Iterator[str]:
+def format_debug_thread(thread: DebugThread, label: str | None = None,
+                        rest: str = "in evidence.json") -> Iterator[str]:
     """A thread the debugger saw: its Python stack, if any, and its top native frames (where it
     has any, when ``label`` names it instead of its tid: a crash report's thread number)."""
     name = label if label is not None else str(thread.tid)
@@ -341,7 +343,7 @@ def format_debug_thread(thread: DebugThread, label: str | None = None) -> Iterat
     if thread.frames or label is None:
         yield "Native stack:"
         yield ""
-        yield from format_native_stack(thread)
+        yield from format_native_stack(thread, rest=rest)
     yield ""
 
 

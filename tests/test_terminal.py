@@ -165,3 +165,17 @@ def test_a_bug_report_describes_the_programs_interpreter_not_the_labs(reaper, tm
     assert f"the program's interpreter: `{shown}`" in report
     assert "LAB_RUN_ID" in evidence["lab_environment"]
     assert "LAB_RUN_ID" in evidence["environment"]  # everything stays in evidence.json
+
+
+def test_parse_points_only_to_files_it_wrote(reaper, tmp_path):
+    from conftest import DATA
+
+    transcript = str(DATA / "gdb-chromadb-x86_64.txt")
+    plain = reaper.lab("parse", "gdb", transcript, timeout=SHORT_TIMEOUT)
+    assert plain.returncode == 0 and "more frames with --json" in plain.stdout
+    assert "evidence.json" not in plain.stdout and list(tmp_path.iterdir()) == []
+    out = tmp_path / "parsed"
+    written = reaper.lab("parse", "gdb", transcript, "--out", str(out), timeout=SHORT_TIMEOUT)
+    assert written.returncode == 0, written.stderr
+    assert f"more frames in {out / 'evidence.json'}" in written.stdout
+    assert json.loads((out / "evidence.json").read_text())["debugger"]["name"] == "gdb"

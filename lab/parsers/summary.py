@@ -23,12 +23,13 @@ REPORT_FACTS = (
 )
 
 
-def parsed_summary(evidence: Evidence, name: str) -> str:
-    """The Markdown of one parsed text's evidence."""
-    return "\n".join(format_parsed(evidence, name)) + "\n"
+def parsed_summary(evidence: Evidence, name: str, written: str | None = None) -> str:
+    """The Markdown of one parsed text's evidence; ``written``: the evidence.json it was
+    written to, if any (what is left out here is there, else in ``--json``'s document)."""
+    return "\n".join(format_parsed(evidence, name, written)) + "\n"
 
 
-def format_parsed(evidence: Evidence, name: str) -> Iterator[str]:
+def format_parsed(evidence: Evidence, name: str, written: str | None = None) -> Iterator[str]:
     found = evidence.parsed or {}
     yield f"# {md.text(name)}: {md.text(evidence.verdict or 'no verdict')}"
     yield ""
@@ -48,10 +49,13 @@ def format_parsed(evidence: Evidence, name: str) -> Iterator[str]:
     if found.get("report"):
         yield from format_report(found["report"])
     if evidence.debugger and evidence.debugger.threads:
-        yield from format_stacks(evidence, found)
+        yield from format_stacks(evidence, found, written)
+    if written:
+        yield f"The whole document: {md.code(written)}"
 
 
-def format_stacks(evidence: Evidence, found: dict) -> Iterator[str]:
+def format_stacks(evidence: Evidence, found: dict, written: str | None = None
+                  ) -> Iterator[str]:
     """What the debugger (or the report, or py-spy) said of the stop, then every thread's
     stacks, named by tid or, in a crash report, by the report's own number."""
     dbg = evidence.debugger
@@ -65,7 +69,8 @@ def format_stacks(evidence: Evidence, found: dict) -> Iterator[str]:
     for at, thread in enumerate(dbg.threads):
         label = f"{thread.tid}" if thread.tid is not None else (
             f"{numbers[at]} of the report" if at < len(numbers) else "?")
-        yield from format_debug_thread(thread, label)
+        yield from format_debug_thread(
+            thread, label, f"in {written}" if written else "with --json (or --out DIR)")
 
 
 def format_waits(found: dict) -> Iterator[str]:
