@@ -207,6 +207,8 @@ def snapshot(ppid: int, child: int, t_ns: int, python: bool) -> ParentInfo | Non
     except (Gone, PermissionError):
         bears = None
     forking = source.forking_thread(ppid, child)
+    if forking is None and len(names) == 1:
+        forking = next(iter(names))  # a single-threaded parent: its one thread forked
     same = [tid for tid, name in names.items() if name == bears]
     if forking is None and len(same) == 1:
         forking = same[0]

@@ -9,6 +9,8 @@ details, frames, messages) is written through ``lab.markdown``, so that it rende
 
 from __future__ import annotations
 
+import collections
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -308,17 +310,58 @@ def format_summary_header(evidence: Evidence) -> Iterator[str]:
     yield ""
 
 
+HELPERS_SHOWN = 3  # helper processes listed before the rest are counted in one line
+
+
+def helpers(processes: list[ProcessRecord]) -> set[int]:
+    """The PIDs of helper processes: ended ok (exit 0, or a status their parent handled), not
+    Python, and the parent of no process that is not one — what a wrapper (pyenv's shim, a
+    shell script) runs before it execs the program. They are counted, not listed
+    (evidence.json keeps each)."""
+    root = processes[0].pid if processes else None
+    found = {r.pid for r in processes if r.pid != root and not r.signal
+             and ((r.verdict == "ok" and r.exit_code == 0)
+                  or (r.verdict is None and r.exit_code is not None))  # its parent's to handle
+             and not (r.argv and os.path.basename(r.argv[0]).startswith("python"))}
+    ppid = {r.pid: r.ppid for r in processes}
+    for r in processes:
+        if r.pid in found:
+            continue
+        up, seen = ppid.get(r.pid), set()
+        while up in ppid and up not in seen:  # an ancestor of a process that is listed
+            seen.add(up)
+            found.discard(up)
+            up = ppid.get(up)
+    return found
+
+
 def format_processes(processes: Iterable[ProcessRecord]) -> Iterator[str]:
-    """The table of every process of the run, with its verdict and why."""
+    """The table of the run's processes, with their verdicts and why; helper processes that
+    ended ok (``helpers``) are counted in one line after it."""
+    processes = list(processes)
+    folded = helpers(processes)
+    if len(folded) <= HELPERS_SHOWN:
+        folded = set()
     yield "## Processes"
     yield ""
     yield "| PID | PPID | verdict | exit | signal | detail |"
     yield "|---|---|---|---|---|---|"
     for r in processes:
+        if r.pid in folded:
+            continue
         exit_code = "" if r.exit_code is None else r.exit_code
         yield (f"| {r.pid} | {r.ppid} | {md.text(r.verdict or '-')} | {exit_code} | "
                f"{md.text(r.signal or '')} | {md.text(r.detail)} "
                f"{md.code(' '.join(r.argv)[:60], cell=True)} |")
+    if folded:
+        names = collections.Counter(os.path.basename(r.argv[1] if len(r.argv) > 1 and
+                                                     r.argv[0].endswith("sh") else
+                                                     r.argv[0]) if r.argv else "?"
+                                    for r in processes if r.pid in folded)
+        yield ""
+        yield (f"And {len(folded)} helper processes that ended as their parents expect (not "
+               "Python; each in evidence.json): " + md.text(", ".join(
+                   f"{name} ×{n}" if n > 1 else name for name, n in names.most_common(8))))
     yield ""
 
 
@@ -379,7 +422,7 @@ def format_summary(evidence: Evidence) -> Iterator[str]:
     yield from format_processes(evidence.processes)
     if blocked and blocked.fault:
         yield from format_crash(blocked)
-    elif blocked and blocked.threads:
+    elif blocked and blocked.threads and evidence.verdict != "ok":
         source = "from /proc" if evidence.watch_mode else "from the transcript"
         yield f"## What PID {blocked.pid} is blocked in ({source})"
         yield ""

@@ -179,3 +179,58 @@ def test_parse_points_only_to_files_it_wrote(reaper, tmp_path):
     assert written.returncode == 0, written.stderr
     assert f"more frames in {out / 'evidence.json'}" in written.stdout
     assert json.loads((out / "evidence.json").read_text())["debugger"]["name"] == "gdb"
+
+
+def test_a_pools_own_terminate_reads_ok(reaper, tmp_path):
+    # GIVEN a program whose pool terminates its busy workers (SIGTERM from their parent)
+    result = reaper.lab("watch", "--debugger", "none", "--out", str(tmp_path), "--",
+                        sys.executable, str(PROGRAMS / "pool_terminated_ok.py"))
+    assert result.returncode == 0, result.stderr
+    (folder,) = tmp_path.iterdir()
+    evidence = json.loads((folder / "evidence.json").read_text())
+    workers = [r for r in evidence["processes"] if r["signal"] == "SIGTERM"]
+    # THEN each worker is ok, named as stopped by its pool, not as a signal from nowhere
+    assert workers, evidence["processes"]
+    for worker in workers:
+        assert worker["verdict"] == "ok" and "terminate()" in worker["detail"]
+        assert "did not send" not in worker["detail"]
+    summary = (folder / "summary.md").read_text()
+    assert "is blocked in" not in summary and "wait forever" not in summary
+
+
+WRAPPER = """#!/usr/bin/env bash
+# An interpreter shim of the kind pyenv installs: helpers first, then exec the interpreter.
+set -e
+program="$(basename "$0")"
+version="$(cat /dev/null; echo 3)"
+for hook in one two three four five; do
+  found="$(command -v true >/dev/null && echo "$hook")"
+done
+[ -n "$program" ] && [ -n "$version" ] && [ -n "$found" ]
+exec {python} "$@"
+"""
+
+
+def test_an_interpreter_shim_is_folded_into_the_program_it_became(reaper, tmp_path):
+    # GIVEN a bash wrapper that runs helpers, then execs the real interpreter
+    shim = tmp_path / "python"
+    shim.write_text(WRAPPER.format(python=sys.executable))
+    shim.chmod(0o755)
+    out = tmp_path / "runs"
+    result = reaper.lab("watch", "--debugger", "none", "--out", str(out), "--", str(shim),
+                        str(PROGRAMS / "lock_held_at_fork.py"))
+    assert result.returncode == 12, result.stderr
+    # THEN the fork line names the program's thread, not the shell's
+    (fork_line,) = [line for line in result.stderr.splitlines() if "] fork " in line]
+    assert fork_line.endswith("threads the child does not inherit: holder"), fork_line
+    # AND the helpers are counted in one line, the table lists the program's processes
+    (folder,) = out.iterdir()
+    summary = (folder / "summary.md").read_text()
+    table = summary.split("## Processes", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line[:3] == "| " + line[2:3]
+            and line[2:3].isdigit()]
+    evidence = json.loads((folder / "evidence.json").read_text())
+    assert len(evidence["processes"]) > 5  # the helpers ran, and evidence.json keeps them
+    assert "helper processes that ended as their parents expect" in summary
+    assert len([r for r in rows if "deadlock" in r or "hang" in r]) == 2
+    assert len(rows) <= 3, rows

@@ -20,7 +20,7 @@ import dataclasses
 import os
 import time
 
-from lab import evidence as ev, forensics, interrupts, redact
+from lab import evidence as ev, forensics, forks, interrupts, redact
 from lab.process import Gone
 from lab.process.tree import POLL_INTERVAL_S, Member
 from lab.session import Observer, RunSession
@@ -323,7 +323,14 @@ def _handled_by_parent(member: Member) -> None:
     if member.reaped_by_lab or record.killed_by_lab:
         return  # an orphan (the lab reaped it) has no parent left to handle its end
     ordinary = record.verdict == Verdict.CRASH.value and record.signal in ORDINARY_SIGNALS
-    if record.verdict == Verdict.ERROR.value or ordinary:
+    if ordinary and record.signal == "SIGTERM" and forks.looks_python(record):
+        # multiprocessing stops its workers so: Pool.terminate() (a `with Pool()` block's
+        # end), Process.terminate(); the parent reaped it and goes on
+        record.verdict = Verdict.OK.value
+        record.detail = (f"stopped with SIGTERM and reaped by its parent, PID {record.ppid}: "
+                         "how a multiprocessing pool's terminate() (the end of a `with Pool()` "
+                         "block) or Process.terminate() ends a worker; not sent by the lab")
+    elif record.verdict == Verdict.ERROR.value or ordinary:
         record.verdict = None
         record.detail += ("; reaped by its parent, which handles its end: the run's verdict "
                           "follows the root's exit status")
