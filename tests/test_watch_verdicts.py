@@ -10,7 +10,7 @@ from conftest import PROGRAMS
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the watcher reads Linux /proc")
 
-# Exit statuses of `lab watch` (documented in README and `python -m lab --help`).
+# Exit statuses of `lab watch` (documented in docs/CLI.md and `python -m lab watch --help`).
 EXIT = {"ok": 0, "error": 10, "crash": 11, "deadlock": 12, "hang": 13}
 HANG_TIMEOUT = "2"   # long enough for a spin to show, short enough for the suite
 NO_HANG = "60"       # LONG: only catches a lab that fails to end a run
