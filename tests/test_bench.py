@@ -235,3 +235,27 @@ def test_a_family_that_failed_is_reported_not_hidden(tmp_path):
     assert text.count(failed["error"]) == 4
     report.plot(results, tmp_path / "bench.png")
     png_size(tmp_path / "bench.png")
+
+
+def test_the_bench_picture_hides_no_series_and_gives_each_axis_one_meaning():
+    import matplotlib.pyplot as plt
+
+    from lab.bench import report
+
+    results = json.loads((REPO / "results" / "bench-linux-x86_64-py3.11.json").read_text())
+    fig = report.figure(results)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        drawn = [ax for ax in fig.axes if ax.axison]
+        for ax in drawn:
+            legend = ax.get_legend()
+            if legend is None:
+                continue
+            box = legend.get_window_extent(renderer)
+            for other in drawn:  # a legend over a plotting area could hide a series
+                assert not box.overlaps(other.get_window_extent(renderer)), ax.get_title()
+        for ax in drawn:
+            assert " or " not in ax.get_xlabel(), ax.get_xlabel()  # one meaning per axis
+    finally:
+        plt.close(fig)

@@ -316,18 +316,32 @@ def _pct(value: float | None) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """Draw the four sections as one PNG at ``path`` (matplotlib, Agg: no display needed)."""
+    """Draw the sections as one PNG at ``path`` (matplotlib, Agg: no display needed)."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(results)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def figure(results: dict):
+    """The bench's figure: one panel per section, each legend under its panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    # Every legend sits under its panel (it hides no series); each axis has one meaning, so
+    # scaling is two panels: by children, by parent threads.
+    fig, axes = plt.subplots(3, 2, figsize=(13, 14))
     panels = ((_plot_verdict, "time_to_verdict", "1. time to verdict"),
               (_plot_evidence, "evidence_cost", "2. cost of evidence"),
               (_plot_fixes, "fix_cost", "3. cost of the fixes"),
-              (_plot_scaling, "scaling", "4. scaling"))
-    for ax, (draw, key, title) in zip([a for row in axes for a in row], panels):
+              (_plot_scaling_children, "scaling", "4. scaling with children"),
+              (_plot_scaling_threads, "scaling", "5. scaling with parent threads"))
+    cells = [a for row in axes for a in row]
+    cells[-1].set_axis_off()
+    for ax, (draw, key, title) in zip(cells, panels):
         if "error" in results[key]:
             ax.set_title(f"{title} (not measured)")
             ax.set_axis_off()
@@ -336,8 +350,7 @@ def plot(results: dict, path: Path) -> None:
     title = f"fork-crash-lab bench, {results['platform']['key']}"
     fig.suptitle(title + (" (QUICK run)" if results["quick"] else ""))
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _bar_with_range(ax, x, block, width, label, color):
@@ -370,7 +383,8 @@ def _plot_verdict(ax, data):
     ax.set_xticks(range(len(names)), names)
     ax.set_ylabel("seconds after fork (median, min–max)")
     ax.set_title("1. time to verdict")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3,
+              frameon=False)
 
 
 def _plot_evidence(ax, data):
@@ -412,23 +426,31 @@ def _plot_fixes(ax, data):
     ax.set_title("3. cost of the fixes (chromadb-tokio; fork never answers)")
 
 
-def _plot_scaling(ax, data):
-    for key, label, marker in (("children", "children (parent: 2 threads)", "o"),
-                               ("threads", "parent threads (1 child)", "s")):
-        rows = data[key]
-        xs = [row[key] for row in rows]
-        ys = [row["fork_to_verdict_s"]["median"] for row in rows]
-        ax.plot(xs, ys, marker=marker, label=f"fork → proven vs {label}")
+def _plot_scaling_children(ax, data):
+    _plot_scaling(ax, data, "children", "children (the parent has 2 threads)", "o",
+                  "4. scaling with children")
+
+
+def _plot_scaling_threads(ax, data):
+    _plot_scaling(ax, data, "threads", "threads of the parent (1 child)", "s",
+                  "5. scaling with parent threads")
+
+
+def _plot_scaling(ax, data, key, what, marker, title):
+    rows = data[key]
+    xs = [row[key] for row in rows]
+    proven = ax.plot(xs, [row["fork_to_verdict_s"]["median"] for row in rows], marker=marker,
+                     color="#4c72b0", label="fork → proven, seconds (median; left axis)")
     ax.set_xscale("log", base=2)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("children, or parent threads")
+    ax.set_xlabel(what)
     ax.set_ylabel("fork → proven, seconds (median)")
     twin = ax.twinx()
-    for key, marker in (("children", "o"), ("threads", "s")):
-        rows = data[key]
-        twin.plot([row[key] for row in rows], [row["steady_cpu_share"] * 100 for row in rows],
-                  marker=marker, linestyle="--", color="grey", alpha=0.7)
+    cpu = twin.plot(xs, [row["steady_cpu_share"] * 100 for row in rows], marker=marker,
+                    linestyle="--", color="#8c8c8c",
+                    label="watcher CPU, steady, % of a core (right axis)")
     twin.set_ylim(bottom=0)
-    twin.set_ylabel("watcher CPU, steady (% of a core, dashed)")
-    ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("4. scaling")
+    twin.set_ylabel("watcher CPU, steady (% of a core)")
+    ax.legend(handles=proven + cpu, fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    ax.set_title(title)

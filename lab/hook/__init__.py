@@ -1,6 +1,6 @@
 """The startup hook the lab gives every Python process of a watched tree: its environment."""
 
-# How it works (docs/CLI.md, "Inside a watched Python program: the fork hook"): the lab puts lab/hook/startup first on PYTHONPATH.
+# How it works (docs/CLI.md, "the fork hook"): the lab puts lab/hook/startup first on PYTHONPATH.
 # There, sitecustomize.py installs _lab_fork_hook (threads and Python stacks at each fork, on
 # the report channel; faulthandler into a file per process) and then runs the next
 # sitecustomize on sys.path, so that the program's own (or the distribution's) still runs.

@@ -1,4 +1,10 @@
-"""docs/matrix.png: one heatmap panel per platform, scenarios × launchers, coloured by verdict."""
+"""docs/matrix.png: one panel per platform that ran, scenarios × launchers.
+
+A cell's colour says whether it was observed *as expected* (every trial), which is what a
+reader scans for; its text says the verdict and how many trials had it. A deadlock the catalog
+expects is green, not red: the lab reproduced the bug it set out to. Platforms that did not
+run here are one compact strip of text under the panels, not panels of grey.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,15 @@ from pathlib import Path
 from lab import matrix
 from lab.evidence import write_atomic
 
-VERDICT_COLOURS = {
-    "ok": "#4caf50",
-    "error": "#fdd835",
-    "data-loss": "#8d6e63",
-    "hang": "#fb8c00",
-    "deadlock": "#d32f2f",
-    "crash": "#7b1fa2",
-    "interrupted": "#90a4ae",
-}
-DARK = {"deadlock", "crash", "data-loss"}  # white text on these
-NOT_RUN_COLOUR = "#cfcfcf"
+AS_EXPECTED = "#66bb6a"  # every trial had the expected verdict
+NOT_AS_EXPECTED = "#e53935"  # at least one trial had another
+ERROR_COLOUR = "#fdd835"  # a lab error stopped the cell
+INTERRUPTED_COLOUR = "#90a4ae"
+RECORDED_COLOUR = "#aed581"  # a transcript captured elsewhere (not run here)
+DARK = {NOT_AS_EXPECTED}  # white text on these
+NOT_RUN_COLOUR = "#e0e0e0"
+SHORT = {"ok": "ok", "deadlock": "deadl.", "hang": "hang", "crash": "crash", "error": "error",
+         "data-loss": "loss", "interrupted": "int."}
 NO_CELL_COLOUR = "#ffffff"
 
 CELL_W, CELL_H = 0.46, 0.30  # inches
@@ -31,23 +35,25 @@ DPI = 110
 
 
 def _cell_face(row: dict | None) -> tuple[str, str, str | None]:
-    """(colour, label, hatch) of one cell of one platform."""
+    """(colour, label, hatch) of one cell of one platform: colour for as expected or not,
+    text for the verdict observed most often and the trials that had the expected one."""
     if row is None or row["status"] in (matrix.NOT_RUN, matrix.PENDING):
         return NOT_RUN_COLOUR, "–", None
     if row["status"] == matrix.ILLUSTRATIVE:
         return NOT_RUN_COLOUR, "illus.", "////"
     if row["status"] == matrix.PREDICTED:
-        return NOT_RUN_COLOUR, f"pred.\n{row['expected']}", "...."
-    colour = VERDICT_COLOURS.get(row.get("observed") or "", NOT_RUN_COLOUR)
+        return NOT_RUN_COLOUR, f"pred.\n{SHORT.get(row['expected'], row['expected'])}", "...."
+    observed = SHORT.get(row.get("observed") or "", row.get("observed") or "?")
     if row["status"] == matrix.RECORDED:
-        return colour, "rec.", "////"
+        return RECORDED_COLOUR, f"rec.\n{observed}", "////"
     hits = row["counts"].get(row["expected"], 0)
-    label = f"{hits}/{row['trials']}"
+    label = f"{observed}\n{hits}/{row['trials']}"
     if row["status"] == matrix.ERROR:
-        label = "err " + label
-    elif row["status"] == matrix.INTERRUPTED:
-        label = "int " + label
-    return colour, label, None
+        return ERROR_COLOUR, f"err\n{hits}/{row['trials']}", None
+    if row["status"] == matrix.INTERRUPTED:
+        return INTERRUPTED_COLOUR, f"int.\n{hits}/{row['trials']}", None
+    as_expected = row["rate"] is not None and row["rate"] >= 1.0
+    return (AS_EXPECTED if as_expected else NOT_AS_EXPECTED), label, None
 
 
 def _panel(fig, entry: dict, merged: dict, left: float, bottom: float, width: float,
@@ -69,15 +75,12 @@ def _panel(fig, entry: dict, merged: dict, left: float, bottom: float, width: fl
                 continue
             row = rows.get((scenario, launcher))
             colour, label, hatch = _cell_face(row)
-            mismatch = (row is not None and row["status"] == matrix.RUN
-                        and row["rate"] is not None and row["rate"] < 1.0)
+            mismatch = colour == NOT_AS_EXPECTED
             ax.add_patch(Rectangle((x, y), 1, 1, facecolor=colour, hatch=hatch,
-                                   edgecolor="black" if mismatch else "white",
-                                   linewidth=2.0 if mismatch else 1.0))
-            observed = row.get("observed") if row else None
-            ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=6.5,
-                    fontweight="bold" if mismatch else "normal",
-                    color="white" if observed in DARK else "black")
+                                   edgecolor="white", linewidth=1.0))
+            ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=5.5,
+                    linespacing=0.95, fontweight="bold" if mismatch else "normal",
+                    color="white" if colour in DARK else "black")
     ax.set_xticks([x + 0.5 for x in range(len(launchers))])
     ax.set_xticklabels(launchers, rotation=90, fontsize=7)
     ax.set_yticks([y + 0.5 for y in range(len(scenarios))])
@@ -111,40 +114,64 @@ def _rows_of_panels(platforms: list[dict]) -> list[list[dict]]:
     return rows
 
 
+def ran(entry: dict) -> bool:
+    """A platform with at least one cell measured here (the others are the strip)."""
+    return any(row["status"] in matrix.MEASURED for row in entry["rows"])
+
+
+def not_run_line(entry: dict) -> str:
+    """One platform of the strip: its id, state, and what stands in for its cells."""
+    shown = Counter(row["status"] for row in entry["rows"]
+                    if row["status"] in (matrix.RECORDED, matrix.ILLUSTRATIVE, matrix.PREDICTED))
+    extra = ", ".join(f"{n} {status}" for status, n in sorted(shown.items()))
+    return f"{entry['id']}: {entry['state']}" + (f" ({extra}; docs/RESULTS.md)" if extra else "")
+
+
+STRIP_LINE = 0.2  # inches a line of the not-run strip takes
+
+
 def figure(merged: dict):
     """The matplotlib Figure (Agg canvas, no pyplot state) for a merged document."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    rows = _rows_of_panels(merged["platforms"])
-    across = max(len(row) for row in rows)
+    measured = [entry for entry in merged["platforms"] if ran(entry)]
+    strip = [entry for entry in merged["platforms"] if not ran(entry)]
+    rows = _rows_of_panels(measured) if measured else []
+    across = max((len(row) for row in rows), default=1)
     width = CELL_W * max(len(merged["launchers"]), 1)
     height = CELL_H * max(len(merged["scenarios"]), 1)
+    strip_h = STRIP_LINE * (len(strip) + 1) if strip else 0.0
     fig_w = LEFT + across * width + (across - 1) * GAP + RIGHT
-    fig_h = len(rows) * (TOP + height + ROW_GAP) - ROW_GAP + BOTTOM
+    fig_h = len(rows) * (TOP + height + ROW_GAP) - ROW_GAP + BOTTOM + strip_h if rows \
+        else BOTTOM + strip_h + TOP
     fig = Figure(figsize=(fig_w, fig_h), dpi=DPI)
     FigureCanvasAgg(fig)
     for down, row in enumerate(rows):
-        bottom = BOTTOM + (len(rows) - 1 - down) * (TOP + height + ROW_GAP)
+        bottom = BOTTOM + strip_h + (len(rows) - 1 - down) * (TOP + height + ROW_GAP)
         for index, entry in enumerate(row):
             _panel(fig, entry, merged, LEFT + index * (width + GAP), bottom, width, height,
                    index == 0)
-    handles = [Patch(facecolor=c, label=v) for v, c in VERDICT_COLOURS.items()
-               if v != "interrupted"]
-    handles += [Patch(facecolor=NOT_RUN_COLOUR, label="not run"),
-                Patch(facecolor="white", hatch="////", edgecolor="black",
-                      label="recorded (captured transcript)"),
-                Patch(facecolor=NOT_RUN_COLOUR, hatch="////", edgecolor="black",
-                      label="illustrative (hand-built transcript: not an observation)"),
-                Patch(facecolor=NOT_RUN_COLOUR, hatch="....", edgecolor="black",
-                      label="predicted (the mechanism, not an observation)"),
-                Patch(facecolor="white", edgecolor="black", linewidth=2.0,
-                      label="not always as expected")]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
-               frameon=False, bbox_to_anchor=(0.5, 0.005))
-    fig.text(0.5, CAPTION_Y / fig_h, "colour: the verdict observed most often; text: trials "
-             "with the expected verdict / trials", ha="center", fontsize=7)
+    if strip:
+        fig.text(0.5, (CAPTION_Y + 0.3) / fig_h, "\n".join(
+                     ["Not run here:"] + [not_run_line(entry) for entry in strip]),
+                 ha="center", va="bottom", fontsize=7)
+    handles = [Patch(facecolor=AS_EXPECTED, label="as expected, every trial"),
+               Patch(facecolor=NOT_AS_EXPECTED, label="NOT as expected in a trial"),
+               Patch(facecolor=ERROR_COLOUR, label="stopped by a lab error"),
+               Patch(facecolor=NOT_RUN_COLOUR, label="not run"),
+               Patch(facecolor=RECORDED_COLOUR, hatch="////", edgecolor="black",
+                     label="recorded (captured transcript)"),
+               Patch(facecolor=NOT_RUN_COLOUR, hatch="////", edgecolor="black",
+                     label="illustrative (not an observation)"),
+               Patch(facecolor=NOT_RUN_COLOUR, hatch="....", edgecolor="black",
+                     label="predicted (not an observation)")]
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, 0.005))
+    fig.text(0.5, CAPTION_Y / fig_h, "colour: observed as the catalog expects, or not; text: "
+             "the verdict observed most often, and trials with the expected verdict / trials",
+             ha="center", fontsize=7)
     return fig
 
 

@@ -29,8 +29,8 @@ an interpreter that has no such warning. A partial run (`--only`, fewer `--trial
 only the cells it ran: each cell keeps its own trials, date and versions, and a cell from
 another run than most of its panel says so.
 
-![the matrix: one panel per platform, scenarios by launchers, coloured by observed \
-verdict](matrix.png)
+![the matrix: one panel per platform that ran, scenarios by launchers, green where observed \
+as expected in every trial, red where not; the platforms not run here in one strip](matrix.png)
 """
 
 
