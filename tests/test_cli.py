@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import PROGRAMS
+from conftest import PROGRAMS, REPO
 
 
 def assert_one_line_error(result, status, *words):
@@ -136,3 +136,17 @@ def test_watch_attaches_a_debugger_by_default(reaper, tmp_path):
     evidence = json.loads(result.stdout)
     assert evidence["verdict"] == "deadlock", result.stderr
     assert evidence["debugger"]["name"] in debuggers.names(), evidence["debugger"]
+
+
+def test_every_option_of_every_subcommand_is_documented():
+    from lab.cli import build_parser
+
+    reference = (REPO / "docs" / "CLI.md").read_text()
+    front = (REPO / "README.md").read_text()
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        assert f"python -m lab {name}" in front, f"the README names no `{name}`"
+        for action in sub._actions:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help":
+                    assert option in reference, f"docs/CLI.md does not name {name} {option}"
