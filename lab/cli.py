@@ -200,16 +200,17 @@ def _cmd_parse(args) -> int:
     evidence = evidence_from_transcript(args.debugger, Path(args.file))
     written = None
     if args.out:
-        from lab.evidence import write_atomic
+        from lab.rundir import RunDir
 
         folder = Path(args.out)
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            written = folder / "evidence.json"
-            write_atomic(written, evidence.to_json())
         except OSError as exc:
-            raise OutputNotWritable(f"cannot write {folder}/evidence.json: "
-                                    f"{exc.strerror or exc}") from None
+            raise OutputNotWritable(f"cannot make {folder}: {exc.strerror or exc}") from None
+        rundir = RunDir.existing(folder)
+        written = rundir.write_evidence(evidence)
+        if rundir.failed:
+            raise OutputNotWritable(f"cannot write {folder}/{rundir.failed}")
     if args.json:
         sys.stdout.write(evidence.to_json())
     else:
