@@ -15,14 +15,15 @@ from lab.errors import BadInput, OutputNotWritable
 from lab.options import INSPECT_WINDOW_S, InspectOptions, RunOptions
 from lab.parsers.kinds import KINDS
 from lab.progress import Progress
-from lab.verdicts import RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
+from lab.verdicts import GUARD_STATUS, RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
 
 WATCH_STATUSES = ", ".join(f"{status} {verdict.value}" for verdict, status in
                            WATCH_EXIT_STATUS.items() if verdict is not Verdict.INTERRUPTED)
 INSPECT_STATUSES = (f"{WATCH_STATUSES} (as `watch`); 16 no such process, 17 a zombie, 18 the lab "
                     "itself, 6 another user's process the lab may not trace")
 RUN_STATUSES = f"0 the observed verdict is the expected one, {RUN_MISMATCH_STATUS} it is not"
-EPILOG = (f"`watch`: {WATCH_STATUSES}. `run`: {RUN_STATUSES}. `inspect PID`: "
+EPILOG = (f"`watch`: {WATCH_STATUSES}. `run`: {RUN_STATUSES}. `guard`: {GUARD_STATUS} a risky "
+          "fork was seen, else as `watch`. `inspect PID`: "
           f"{INSPECT_STATUSES}. Every command: {arguments.LAB_ERROR_STATUSES}. "
           "`COMMAND --help` lists each command's own.")
 
@@ -79,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_debugger(watch, "auto", "the debugger attached to the culprit: auto is the first "
                   "installed of " + ", ".join(DEBUGGERS))
     watch.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    guard = sub.add_parser("guard", parents=running,
+                           help="run any command with the fork guard: every fork made while "
+                           "another thread holds a lock, or a native library's threads are "
+                           "live, is named as it happens (--strict: stopped)",
+                           epilog=arguments.exit_statuses(
+                               f"{GUARD_STATUS} a risky fork was seen (stopped or not); else "
+                               f"as `watch`: {WATCH_STATUSES}"))
+    guard.add_argument("--strict", action="store_true", help="a risky fork raises "
+                       "ForkSafetyError in the program instead of happening")
+    add_debugger(guard, "auto", "the debugger attached to the culprit, should the program "
+                 "deadlock all the same")
+    guard.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     parse = sub.add_parser("parse", parents=[common["doc"]],
                            help="read what you already have (a GDB or LLDB session, a macOS "
@@ -191,6 +205,31 @@ def _cmd_watch(args) -> int:
     if args.json:
         sys.stdout.write(evidence.to_json())
     arguments.tell(evidence, args.quiet)
+    return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
+
+
+def _cmd_guard(args) -> int:
+    from lab import target
+    from lab.guard import MODE_VAR
+    from lab.watch.watcher import watch
+
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise BadInput("no command given: python -m lab guard [--strict] [OPTIONS] -- CMD "
+                       "[ARGS...]")
+    guarded = dataclasses.replace(target.command(cmd),
+                                  env={MODE_VAR: "strict" if args.strict else "warn"})
+    evidence = watch(guarded, RunOptions.from_args(args), Progress(enabled=not args.quiet))
+    if args.json:
+        sys.stdout.write(evidence.to_json())
+    arguments.tell(evidence, args.quiet)
+    if evidence.risky_forks:
+        stopped = sum(bool(fork.get("stopped")) for fork in evidence.risky_forks)
+        if not args.quiet:
+            sys.stderr.write(f"lab: guard: {len(evidence.risky_forks)} risky fork(s), "
+                             f"{stopped} stopped; each in {evidence.evidence_dir}/"
+                             "evidence.json (risky_forks)\n")
+        return GUARD_STATUS
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
 
 
@@ -351,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     process.backend_name()  # a LAB_BACKEND that names no backend: one line, nothing started
-    handler = {"run": _cmd_run, "watch": _cmd_watch, "list": _cmd_list, "parse": _cmd_parse,
+    handler = {"run": _cmd_run, "watch": _cmd_watch, "guard": _cmd_guard, "list": _cmd_list,
+               "parse": _cmd_parse,
                "matrix": _cmd_matrix, "report": _cmd_report, "bench": _cmd_bench,
                "cleanup": _cmd_cleanup, "inspect": _cmd_inspect}[args.command]
-    if args.command in ("run", "watch", "matrix", "bench"):
+    if args.command in ("run", "watch", "guard", "matrix", "bench"):
         _cleanup(quiet=False)  # what a killed lab left must not linger, nor be adopted
     return handler(args)

@@ -208,6 +208,9 @@ class Evidence:
     python_stacks: list[dict[str, Any]] = field(default_factory=list)
     inspect: dict[str, Any] | None = None  # lab inspect: window, parent, fork story, pauses
     forks: list[ParentInfo] = field(default_factory=list)  # forks whose parent had threads
+    # `lab guard`: each risky fork the fork guard saw (lab.guard.Fork: pid, caller, risks,
+    # stopped), in the order they happened
+    risky_forks: list[dict[str, Any]] = field(default_factory=list)
     hook: dict[str, Any] | None = None  # the startup hook in watched Python processes (lab.hook)
     # `lab parse`: what the text was (kind, format) and what it shows beyond the fields above:
     # each thread's wait, the one-snapshot reading of them, the signs of a fork with the

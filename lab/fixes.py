@@ -110,7 +110,7 @@ def advise(evidence: Evidence, results_dir: Path = RESULTS) -> Advice | None:
         return advice
     held = parent.culprit if parent.culprit and parent.culprit.get("lock") else None
     if held:
-        advice.fixes += _lock_fixes(held, rows, where)
+        advice.fixes += lock_fixes(held, rows, where)
     libraries = _libraries(parent)
     for scenario, name in libraries:
         advice.fixes.append(_library_fix(scenario, name, rows, bench, where))
@@ -199,7 +199,7 @@ def _crash(advice: Advice, record: ProcessRecord) -> None:
             "and open it with gdb; a debugger cannot attach to a process that is gone")))
 
 
-def _lock_fixes(held: dict[str, Any], rows: list[dict], where: str) -> list[Fix]:
+def lock_fixes(held: dict[str, Any], rows: list[dict], where: str) -> list[Fix]:
     lock, name = held["lock"], held.get("name") or "?"
     owner, _, attribute = lock.rpartition(".")
     if owner == "self":
@@ -258,7 +258,7 @@ def _library_fix(scenario: str, name: str, rows: list[dict], bench: dict | None,
     fix = next((row.get("fix") for row in twins if row.get("fix")), None)
     if fix is None:
         fix = next((row.get("fix") for row in rows if row.get("scenario") == scenario
-                    and row.get("fix")), None) or _catalog_fix(scenario)
+                    and row.get("fix")), None) or catalog_fix(scenario)
     measured = _twin_rates(scenario, rows, where)
     if scenario == "chromadb-tokio" and bench and "lazy" in bench.get("start", {}):
         lazy = bench["start"]["lazy"]
@@ -315,7 +315,7 @@ def _twin_rates(scenario: str, rows: list[dict], where: str) -> list[Say]:
         for row in ok) + ".")]
 
 
-def _catalog_fix(scenario: str) -> str:
+def catalog_fix(scenario: str) -> str:
     from lab import scenarios
 
     try:

@@ -27,7 +27,7 @@ KNOWN_THREADS = [
 ]
 
 
-def _mapped_objects(pid: int) -> list[str]:
+def mapped_objects(pid: int) -> list[str]:
     if not process.linux_sources():
         return []  # runs inside the program at each fork: no psutil import there
     try:
@@ -59,7 +59,7 @@ def threads_at_fork(pid: int | None = None) -> tuple[int, list[ThreadAtFork]]:
     pid = pid or os.getpid()
     me = threading.get_native_id()
     python_threads = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
-    mapped = _mapped_objects(pid)
+    mapped = mapped_objects(pid)
     result = []
     try:
         names = process.reader().thread_names(pid) if process.linux_sources() else {}
@@ -88,7 +88,7 @@ def name_libraries(pid: int, threads: list[ThreadAtFork], python_known: bool = T
         if thread.library:
             continue
         if mapped is None and any(thread.name.startswith(p) for p, _, _ in KNOWN_THREADS):
-            mapped = _mapped_objects(pid)
+            mapped = mapped_objects(pid)
         library = library_for(thread.name, python_threads, thread.tid, mapped or [])
         if not python_known and library.startswith("native thread, not started"):
             library = ("unknown: seen from /proc only (no Python thread names without the "

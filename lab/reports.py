@@ -45,6 +45,7 @@ class Event(str, enum.Enum):
     WARNING = "warning"  # a Python warning, CPython >= 3.12's fork warning above all
     LAUNCH = "launch"  # how the host started its child: the launcher and its start method
     EXIT = "exit"  # a child's end as its parent saw it: pid, ppid, code (Popen.returncode)
+    GUARD = "guard"  # a risky fork the fork guard saw (lab.guard): pid, fork {caller, risks}
 
 
 # CPython >= 3.12 (Modules/posixmodule.c, warn_about_fork_with_threads) counts the OS threads

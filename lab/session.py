@@ -252,6 +252,8 @@ class RunSession:
                 self._first_fork(self.forks.add(report))
             elif kind == Event.EXIT:
                 self._reported_exit(report)
+            elif kind == Event.GUARD and isinstance(report.get("fork"), dict):
+                self.evidence.risky_forks.append(report["fork"])
         if self.target.fork_hook:
             for info in self.forks.observe(self.tree):
                 self._first_fork(info)

@@ -44,6 +44,8 @@ WATCH_EXIT_STATUS = {
 
 # `lab run` exits 0 when observed == expected and with this status when they differ.
 RUN_MISMATCH_STATUS = 1
+# `lab guard` exits with this status when the fork guard saw a risky fork (stopped or not).
+GUARD_STATUS = 19
 
 
 def worst(verdicts) -> Verdict:

@@ -94,6 +94,12 @@ def check_document(results: dict, quick: bool) -> None:
     assert stacks["inspect"]["none"]["verdict"] == "deadlock"
     assert stacks["inspect"]["none"]["pause_s"]["n"] == 0  # no debugger: never paused
     assert stacks["inspect"]["gdb"]["pause_s"]["n"] == stacks["rounds"]
+    guard = results.get("fork_guard")  # added later than the committed full results
+    if guard is not None or quick:
+        assert guard and "error" not in guard, guard
+        assert [row["threads"] for row in guard["rows"]] == [1, 10, 100]
+        assert all(row["median_ms"] > 0 for row in guard["rows"])
+        assert guard["off_is_os_fork"] is True  # off, os.fork is the interpreter's own
 
 
 def check_markdown(text: str, image: str) -> None:

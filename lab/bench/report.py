@@ -57,6 +57,7 @@ def markdown(results: dict, image: str) -> str:
     lines += _fixes_section(results["fix_cost"])
     lines += _scaling_section(results["scaling"])
     lines += _stacks_section(results.get("python_stacks") or {"error": "not in these results"})
+    lines += _guard_section(results.get("fork_guard") or {"error": "not in these results"})
     lines += ["## Notes", ""]
     lines += [f"- {note}" for note in results.get("notes", [])]
     return "\n".join(lines).rstrip() + "\n"
@@ -309,6 +310,25 @@ def _stacks_section(data: dict) -> list[str]:
                      f"{_span(cell['verdict_and_stacks_s'])} | {_span(cell['total_s'])} | "
                      f"{paused} |")
     return lines + [""]
+
+
+def _guard_section(data: dict) -> list[str]:
+    failed = _failed("## Cost of the fork guard", data)
+    if failed:
+        return failed
+    lines = ["## Cost of the fork guard", "",
+             "What `pytest --fork-guard` and `lab guard` add to one `fork()`: the guard's own "
+             "look at every other thread (its stack, the lock it may hold, the libraries "
+             "that started it), with N other threads idle in `Event.wait`. Off, `os.fork` is "
+             "the interpreter's own function" + (" (checked)" if data.get("off_is_os_fork")
+                                                 else " (NOT so here)") + ": nothing is added.",
+             "", "| other threads | added per fork, median | max | rounds |", "|---|---|---|---|"]
+    for row in data["rows"]:
+        lines.append(f"| {row['threads']} | {row['median_ms']:.3f} ms | {row['max_ms']:.3f} ms "
+                     f"| {row['rounds']} |")
+    goal = "met" if data["meets_goal"] else "NOT met"
+    lines += ["", f"Goal: under {data['goal_ms']:g} ms with 10 threads: {goal}.", ""]
+    return lines
 
 
 def _pct(value: float | None) -> str:

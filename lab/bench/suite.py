@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab import redact
-from lab.bench import evidence_cost, fixes, report, scaling, stacks, verdict
+from lab.bench import evidence_cost, fixes, guard, report, scaling, stacks, verdict
 from lab.bench.context import BenchContext
 from lab.envinfo import platform_info, platform_key
 from lab.errors import Interrupted, LabError, OutputNotWritable
@@ -33,6 +33,7 @@ FAMILIES = (
     ("fix_cost", fixes.measure),
     ("scaling", scaling.measure),
     ("python_stacks", stacks.measure),
+    ("fork_guard", guard.measure),
 )
 
 

@@ -14,6 +14,7 @@ import sys
 FAULT_DIR_VAR = "LAB_FAULT_DIR"  # lab.hook.FAULT_DIR_VAR
 REPORT_VAR = "LAB_REPORT_FIFO"  # lab.reports.ENV_VAR
 REPORT_DIR_VAR = "LAB_REPORT_DIR"  # lab.reports.DIR_VAR
+GUARD_VAR = "LAB_FORK_GUARD"  # lab.guard.MODE_VAR: `lab guard` asks for the fork guard
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # POSIX's
 MAX_FRAMES = 40  # per thread, innermost first: the lock a thread holds is near the top
 MAX_THREADS = 256
@@ -29,6 +30,39 @@ def install():
             os.register_at_fork(after_in_child=_after_in_child)
     if os.environ.get(REPORT_VAR) or os.environ.get(REPORT_DIR_VAR):
         os.register_at_fork(before=_before)
+    if os.environ.get(GUARD_VAR) in ("warn", "strict"):
+        _install_guard(os.environ[GUARD_VAR])
+
+
+def _install_guard(mode):
+    """The fork guard (lab.guard) in this process. It needs the lab's own package: where the
+    program has a ``lab`` of its own, the guard is not loaded, and says so once."""
+    from importlib.util import find_spec
+
+    root = os.path.dirname(_lab_dir())
+    theirs = find_spec("lab")
+    if theirs is not None and os.path.dirname(os.path.dirname(theirs.origin or "")) != root:
+        os.write(2, b"lab: guard: not active in this process: the program has a package "
+                    b"named lab of its own\n")
+        return
+    sys.path.insert(0, root)
+    try:
+        from lab import guard
+    finally:
+        sys.path.remove(root)
+    guard.install(mode, on_fork=_guard_report)
+
+
+def _guard_report(fork):
+    """A risky fork, as it happens: one block on stderr, and a report for the evidence."""
+    text = "".join(f"lab: guard: {line}\n" for line in fork.text().splitlines())
+    os.write(2, text.encode("utf-8", "replace"))
+    reports = _reports()
+    reports.send(reports.Event.GUARD, pid=os.getpid(), fork=fork.to_dict())
+
+
+def _lab_dir():
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _faults_to_file():
@@ -153,8 +187,7 @@ def _reports():
     if module is None:
         from importlib.util import module_from_spec, spec_from_file_location
 
-        lab = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        spec = spec_from_file_location("_lab_reports", os.path.join(lab, "reports.py"))
+        spec = spec_from_file_location("_lab_reports", os.path.join(_lab_dir(), "reports.py"))
         module = module_from_spec(spec)
         spec.loader.exec_module(module)
         _state["reports"] = module
