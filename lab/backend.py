@@ -115,6 +115,11 @@ class Backend(Protocol):
         """The files mapped into ``pid`` (its executable and shared libraries), sorted; empty
         where the OS does not show them. Raises Gone, PermissionError."""
 
+    def thread_group(self, tid: int) -> int:
+        """The process (thread group) that thread ``tid`` belongs to: ``tid`` itself for a
+        process's main thread, and where the OS tells threads from processes no other way.
+        Raises Gone."""
+
     def thread_names(self, pid: int) -> dict[int, str]:
         """``{tid: name}`` of ``pid``'s threads as the OS names them (a thread keeps the name
         its creator gave it); empty where the OS names no threads. Raises Gone."""

@@ -25,7 +25,7 @@ from lab.errors import BadInput, DebuggerFailed, TargetExited
 from lab.options import RunOptions
 from lab.process import Gone
 from lab.process.tree import POLL_INTERVAL_S
-from lab.progress import Progress
+from lab.progress import Progress, shown
 from lab.session import Observer, RunSession
 from lab.verdicts import Verdict, worst
 
@@ -76,10 +76,11 @@ def outcome(evidence: ev.Evidence) -> str | None:
     dbg = evidence.debugger
     if evidence.verdict not in FAILURES:
         return (f"the child did not crash or deadlock (verdict {evidence.verdict}); "
-                f"evidence: {evidence.evidence_dir}")
+                f"evidence: {shown(evidence.evidence_dir)}")
     if dbg is None or not any(t.frames for t in dbg.threads):
         why = dbg.error if dbg and dbg.error else "no stack was recorded"
-        return f"{evidence.verdict} seen but not captured: {why}; evidence: {evidence.evidence_dir}"
+        return (f"{evidence.verdict} seen but not captured: {why}; evidence: "
+                f"{shown(evidence.evidence_dir)}")
     return None
 
 

@@ -14,7 +14,7 @@ from lab.debugger_registry import DEBUGGERS
 from lab.errors import BadInput, OutputNotWritable
 from lab.options import INSPECT_WINDOW_S, InspectOptions, RunOptions
 from lab.parsers.kinds import KINDS
-from lab.progress import Progress
+from lab.progress import Progress, shown
 from lab.verdicts import GUARD_STATUS, RUN_MISMATCH_STATUS, WATCH_EXIT_STATUS, Verdict
 
 WATCH_STATUSES = ", ".join(f"{status} {verdict.value}" for verdict, status in
@@ -227,16 +227,25 @@ def _cmd_guard(args) -> int:
         stopped = sum(bool(fork.get("stopped")) for fork in evidence.risky_forks)
         if not args.quiet:
             sys.stderr.write(f"lab: guard: {len(evidence.risky_forks)} risky fork(s), "
-                             f"{stopped} stopped; each in {evidence.evidence_dir}/"
-                             "evidence.json (risky_forks)\n")
+                             f"{stopped} stopped; each in "
+                             f"{shown(Path(evidence.evidence_dir) / 'evidence.json')} "
+                             "(risky_forks)\n")
         return GUARD_STATUS
     return WATCH_EXIT_STATUS[Verdict(evidence.verdict)]
 
 
 def _cmd_parse(args) -> int:
-    from lab.parsers.document import evidence_from_transcript
+    from lab.parsers.document import MAX_FRAMES, MAX_THREADS, evidence_from_transcript
 
     evidence = evidence_from_transcript(args.debugger, Path(args.file))
+    bounds = (evidence.parsed or {}).get("input") or {}
+    if bounds.get("cut"):
+        sys.stderr.write(f"lab: parse: read the first {bounds['bytes_read']:,} bytes of "
+                         f"{args.file} ({bounds['bytes']:,}): the rest is not in the document\n")
+    if bounds.get("threads_dropped") or bounds.get("frames_dropped"):
+        sys.stderr.write(f"lab: parse: kept at most {MAX_THREADS} threads and {MAX_FRAMES} "
+                         f"frames a thread: {bounds['threads_dropped']:,} thread(s) and "
+                         f"{bounds['frames_dropped']:,} frame(s) dropped\n")
     written = None
     if args.out:
         from lab.rundir import RunDir
@@ -345,7 +354,7 @@ def _cleanup(quiet: bool) -> list:
     for run in done if not quiet else []:
         sys.stderr.write(f"lab: cleanup: run {run.run_id} of a lab that is gone: stopped "
                          f"{len(run.stopped)} process(es), evidence marked interrupted "
-                         f"({run.evidence_dir})\n")
+                         f"({shown(run.evidence_dir)})\n")
     return done
 
 

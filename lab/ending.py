@@ -17,6 +17,7 @@ from pathlib import Path
 
 from lab import fixes, locksite
 from lab.evidence import Evidence, ProcessRecord, PythonFrame
+from lab.progress import shown
 
 MAX_VALUE = 120  # characters of one value from the program (a statement, a thread's name)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -31,7 +32,7 @@ def lines(evidence: Evidence) -> list[str]:
     if record is not None and evidence.verdict in FAILURES:
         told += _why(evidence, record)
     if evidence.evidence_dir:
-        told.append(f"evidence: {Path(evidence.evidence_dir) / 'summary.md'}")
+        told.append(f"evidence: {shown(Path(evidence.evidence_dir) / 'summary.md')}")
     return told
 
 

@@ -221,7 +221,11 @@ class Evidence:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+        """The document as JSON: a non-finite number (from a hostile input) is written as null,
+        never as ``Infinity``, which is not JSON."""
+        from lab.untrusted import finite
+
+        return json.dumps(finite(self.to_dict()), indent=2, allow_nan=False) + "\n"
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:

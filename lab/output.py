@@ -87,6 +87,7 @@ class OutputTee:
         self._head_left = HEAD_BYTES
         self._ring: collections.deque[bytes] = collections.deque()
         self._ring_bytes = 0
+        self._keys = redact.KeyBlocks()  # a private key printed across lines
         self._open()
 
     def run(self, fd: int) -> None:
@@ -138,7 +139,7 @@ class OutputTee:
     # -- one line, or one block of the tail --------------------------------------------------
 
     def _text(self, raw: bytes, cut: bool) -> str:
-        text = redact.text(raw.decode(errors="replace"))
+        text = self._keys.line(redact.text(raw.decode(errors="replace")))
         if cut:
             self.stats.lines_cut += 1
             return text.rstrip("\n") + f" [lab: line cut at {MAX_LINE:,} bytes]\n"

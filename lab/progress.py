@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 import time
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def shown(path) -> str:
+    """A path as the terminal shows it: as it is, or, when it holds a newline or another
+    control character, quoted with escapes as the evidence's JSON has it (one line always)."""
+    text = str(path)
+    return json.dumps(text) if _CONTROL.search(text) else text
 
 
 class Progress:

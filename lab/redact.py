@@ -13,7 +13,7 @@ MASK = "***REDACTED***"
 # time stays linear and bounded per step, even for a 300 MB line. A secret of up to OVERLAP
 # characters that straddles the end of one chunk lies whole inside that chunk's window.
 CHUNK = 1 << 20
-OVERLAP = 1 << 12
+OVERLAP = 1 << 14  # a PEM private key block (RSA 4096: 3.3 KB) lies whole in one window
 # learn() remembers secret values this long at least (shorter ones, "true" or "1", would mask
 # half of every text) and this many at most (one regex holds them all).
 MIN_LEARNED = 6
@@ -31,6 +31,7 @@ HARMLESS_NAMES = frozenset({"PWD", "OLDPWD", "TOKENIZERS_PARALLELISM"})
 _MYSQL_CLIENTS = ("mysql", "mariadb")
 _AUTH_HEADERS = ("authorization", "proxy-authorization")
 _AUTH_SCHEMES = ("bearer", "basic", "token", "digest", "negotiate")
+_USER_FLAGS = ("-u", "-U", "--user", "--proxy-user")  # curl's USER:PASSWORD, in the next arg
 # NAME=VALUE and --name=VALUE arguments; a longer text with a "=" in it (a `python -c`
 # program) is masked by text() instead, or its code before the "=" would be kept as a name.
 _ARG_NAME = re.compile(r"-{0,2}[A-Za-z_][\w.-]{0,127}")
@@ -45,7 +46,19 @@ _ARG_NAME = re.compile(r"-{0,2}[A-Za-z_][\w.-]{0,127}")
 _VALUE = r"[^\s\"',;&{}\[\]]+(?P<tail>)"  # never JSON's braces: `"pass": {` is a key
 _SEP = r"[\"']?[ \t]{0,8}[=:][ \t]{0,8}[\"']?"  # password=, "api_key": ", PASS :
 _RULES = tuple((trigger, re.compile(pattern)) for trigger, pattern in (
-    ("://", r"(?P<keep>://)[^/@\s:]*:[^/@\s]*(?P<tail>@)"),  # scheme://user:password@host
+    # scheme://user:password@host: the password up to the "@" after which no other "@"
+    # comes before the next "/" (the host's), so that one holding "/" or "@"
+    # (postgres://app:pw/x9z@db, u:p@ss@h) is masked whole; a try stops at the next "://",
+    # so a line of "://a:" repeated stays linear
+    ("://", r"(?P<keep>://[^/@\s:\"']{0,256}:)(?:(?!://)[^\s\"']){0,2048}?(?P<tail>@)"
+            r"(?![^\s\"'/]{0,2048}@)"),
+    # curl's -u/--user/--proxy-user USER:PASSWORD (also glued: -uUSER:PASSWORD, --user=...)
+    ("-u", r"(?P<keep>(?<![\w-])-u(?:[ \t]{1,8})?[^\s:\"'-][^\s:\"']{0,255}:)[^\s\"']+(?P<tail>)"),
+    ("-user", r"(?P<keep>--(?:proxy-)?user(?:=|[ \t]{1,8})[^\s:\"']{1,256}:)[^\s\"']+(?P<tail>)"),
+    # a PEM private key, from its BEGIN line to its END line
+    ("-----begin", r"(?P<keep>-----begin [a-z0-9 ]{0,40}private key-----)"
+                   r"(?:(?!-----)[\s\S]){1,12000}?(?P<tail>-----end [a-z0-9 ]{0,40}private "
+                   r"key-----)"),
     ("authorization", rf"(?P<keep>authorization{_SEP}(?:(?:{'|'.join(_AUTH_SCHEMES)})"
                       rf"[ \t]{{1,8}})?){_VALUE}"),
     ("bearer", rf"(?P<keep>bearer[ \t]{{1,8}}){_VALUE}"),
@@ -175,6 +188,31 @@ def _secrets(window: str, offset: int, limit: int) -> list[tuple[int, int, int, 
     return spans
 
 
+_PEM_BEGIN = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+_PEM_END = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----")
+
+
+class KeyBlocks:
+    """Line by line (a program's output), what ``text`` does in one text: the lines of a PEM
+    private key between its BEGIN and END lines are masked. One per stream of lines."""
+
+    def __init__(self):
+        self.inside = False
+
+    def line(self, value: str) -> str:
+        """``value`` (one line, redacted by ``text`` already) with a key's body masked."""
+        if self.inside:
+            if _PEM_END.search(value):
+                self.inside = False
+                return value[_PEM_END.search(value).start():]
+            return MASK + ("\n" if value.endswith("\n") else "")
+        begin = _PEM_BEGIN.search(value)
+        if begin and not _PEM_END.search(value, begin.end()):
+            self.inside = True
+            return value[:begin.end()] + "\n"
+        return value
+
+
 def environment(env: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``env`` with secret variables masked and secrets in the others' values; the
     secret values are learned (see ``learn``), so later text is masked too."""
@@ -189,7 +227,7 @@ def argv(args: Iterable[str]) -> list[str]:
     program that prints its command line prints them again."""
     result: list[str] = []
     secrets: list[str] = []
-    mask_next = header = mysql = False
+    mask_next = header = mysql = user_next = False
     for arg in args:
         word = arg.strip().rstrip(":").lower()
         if header and word in _AUTH_SCHEMES:  # "Authorization:" "Bearer" "VALUE"
@@ -213,6 +251,13 @@ def argv(args: Iterable[str]) -> list[str]:
             secrets.append(arg[2:])
             result.append(f"-p{MASK}")
             continue
+        if user_next and ":" in arg:  # curl -u USER:PASSWORD
+            user, _, password = arg.partition(":")
+            secrets.append(password)
+            result.append(f"{text(user)}:{MASK}")
+            user_next = False
+            continue
+        user_next = arg in _USER_FLAGS
         header = word in _AUTH_HEADERS
         mask_next = mask_next or word == "bearer"
         result.append(text(arg))

@@ -6,17 +6,17 @@ of its own (environment, fix, reproduction, files); values are escaped by ``lab.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lab import fixes, markdown as md, redact, render
+from lab import fixes, markdown as md, redact, render, untrusted
 from lab.errors import BadInput
 from lab.evidence import DebugThread, Evidence, ProcessRecord, from_dict, write_atomic
 
+MAX_EVIDENCE_BYTES = 256 << 20  # an evidence.json larger than this is not the lab's
 TOP_NATIVE = 12
 TOP_PYTHON = 12
 # Environment variables that change how a fork behaves or what the lab saw; the rest of the
@@ -44,11 +44,16 @@ def load_run(run_dir: Path) -> Evidence:
     path = run_dir / "evidence.json"
     if not run_dir.is_dir():
         raise BadInput(f"no such run directory: {run_dir}")
+    if not path.exists() and not path.is_symlink():
+        raise BadInput(f"no evidence.json in {run_dir}: not a run directory of the lab")
+    read = untrusted.read_regular(path, MAX_EVIDENCE_BYTES, "an evidence document")
+    if read.cut:
+        raise BadInput(f"{path} is {read.size:,} bytes, more than an evidence document the lab "
+                       f"reads ({MAX_EVIDENCE_BYTES >> 20} MiB)")
+    document = untrusted.loads(read.data.decode("utf-8", "replace"), str(path))
     try:
-        return from_dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise BadInput(f"no evidence.json in {run_dir}: not a run directory of the lab") from None
-    except (ValueError, KeyError, TypeError) as exc:
+        return from_dict(document)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInput(f"{path} is not an evidence document: {exc}") from None
 
 

@@ -167,8 +167,8 @@ class ReportChannel:
         for line in lines:
             try:
                 report = json.loads(line)
-            except ValueError:
-                continue  # not a report: a program's stray write
+            except (ValueError, RecursionError):
+                continue  # not a report: a program's stray write (or a hostile one)
             if isinstance(report, dict) and "spooled" in report:
                 report = self._unspool(report)
             if isinstance(report, dict) and report.get("event") in _KINDS:
@@ -196,7 +196,7 @@ class ReportChannel:
                 data = handle.read(SPOOL_MAX + 1)
             os.unlink(path)
             return json.loads(data) if len(data) <= SPOOL_MAX else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
 
     def _unspool(self, line: dict[str, Any]) -> dict[str, Any] | None:

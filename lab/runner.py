@@ -5,7 +5,7 @@ from __future__ import annotations
 from lab import scenarios
 from lab.evidence import Evidence
 from lab.options import RunOptions
-from lab.progress import Progress
+from lab.progress import Progress, shown
 from lab.watch.watcher import watch
 
 
@@ -27,4 +27,4 @@ def mismatch(evidence: Evidence) -> str | None:
     if evidence.verdict == evidence.expected:
         return None
     return (f"observed {evidence.verdict}, expected {evidence.expected} "
-            f"(evidence: {evidence.evidence_dir})")
+            f"(evidence: {shown(evidence.evidence_dir)})")

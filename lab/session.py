@@ -32,7 +32,7 @@ from lab.errors import DebuggerFailed, EvidenceNotWritten, Interrupted, LabError
 from lab.options import RunOptions
 from lab.output import OutputTee
 from lab.process.tree import ProcessTree
-from lab.progress import Progress
+from lab.progress import Progress, shown
 from lab.reports import Event, ReportChannel
 from lab.rundir import RunDir
 from lab.stacks import pyspy
@@ -127,7 +127,8 @@ class RunSession:
         self._end(observer)
         if self.rundir.failed:
             error = EvidenceNotWritten(f"verdict {self.evidence.verdict}, but the evidence in "
-                                       f"{self.rundir.path} is incomplete: {self.rundir.failed}")
+                                       f"{shown(self.rundir.path)} is incomplete: "
+                                       f"{self.rundir.failed}")
             error.evidence = self.evidence
             raise error
         if self.pending_error is not None:
@@ -163,7 +164,7 @@ class RunSession:
                     shutil.rmtree(temporary, ignore_errors=True)
             if self._registered is not None:
                 runs.unregister(self._registered)
-            self.progress.stage("evidence", f"{self.rundir.path}/evidence.json")
+            self.progress.stage("evidence", shown(self.rundir.path / "evidence.json"))
 
     def _check_left_as_found(self) -> None:
         """Every process found is left as it was found (running, untraced), or it is an error,

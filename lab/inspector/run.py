@@ -69,6 +69,15 @@ def inspect(options: InspectOptions, progress: Progress | None = None) -> ev.Evi
         raise BadInput(f"--window {options.window:g} is too short to prove anything "
                        f"(at least {sample.MIN_WINDOW_S:.2f} s)")
     backend = process.backend()
+    progress = progress or Progress()
+    try:
+        leader = backend.thread_group(options.pid)
+    except (Gone, PermissionError):
+        raise ProcessNotFound(f"no process has PID {options.pid}") from None
+    if leader != options.pid:  # a thread's ID: the whole process is what is stuck
+        progress.stage("inspect", f"TID {options.pid} is a thread of PID {leader}; inspecting "
+                       f"PID {leader}")
+        options = dataclasses.replace(options, pid=leader)
     check_target(backend, options.pid)
     try:
         argv = backend.cmdline(options.pid)

@@ -105,6 +105,12 @@ class LinuxBackend(PosixSignals):
             raise Gone(pid) from None
         return sorted(paths)
 
+    def thread_group(self, tid: int) -> int:
+        try:
+            return int(procfs.status(tid)["Tgid"])
+        except (KeyError, ValueError):
+            return tid
+
     def thread_names(self, pid: int) -> dict[int, str]:
         return procfs.thread_names(pid)
 

@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from lab import untrusted
 from lab.evidence import DebugThread, Frame
 from lab.parsers.crash_report import report_parsed
 from lab.parsers.transcript import Parsed
@@ -90,8 +90,10 @@ def _documents(text: str) -> tuple[dict, dict]:
 
 
 def _load(text: str) -> dict | None:
+    """The JSON object ``text`` holds, or None; BadInput for one nested deeper than the lab
+    reads (lab.untrusted), and a number out of range read as null."""
     try:
-        value = json.loads(text)
+        value = untrusted.loads(text, "the crash report", clamp=True)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -107,7 +109,7 @@ def _salvage(text: str) -> dict:
         value = value.rstrip().removesuffix(",")
         if sep and value:
             try:
-                found[key] = json.loads(value)
+                found[key] = untrusted.loads(value, "the crash report", clamp=True)
             except ValueError:
                 continue
     return found

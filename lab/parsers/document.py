@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from lab import untrusted
 from lab.errors import BadInput
 from lab.evidence import Evidence, PlatformInfo, ProcessRecord, Syscall, ThreadState
 from lab.linux import syscalls
@@ -22,6 +23,9 @@ from lab.parsers.transcript import Parsed
 CRASH_SIGNALS = frozenset({"SIGTRAP", "SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE",
                            "SIGSYS"})
 BINARY_SHARE = 0.01  # more undecodable characters than this: not a text transcript
+MAX_TRANSCRIPT_BYTES = 32 << 20  # read of a transcript; the rest is cut, and said so
+MAX_THREADS = 4096  # threads of one document
+MAX_FRAMES = 1024  # native (and Python) frames of one thread
 # x86_64: what rax holds when a debugger stops a thread inside a blocking syscall
 # (include/linux/errno.h): ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK,
 # and EINTR.
@@ -39,16 +43,42 @@ def evidence_from_transcript(debugger: str, path: Path) -> Evidence:
     kind of text or none, or holds no stack frame (truncated).
     """
     path = Path(path)
-    text = read_text(path)
-    return evidence_from_parsed(parse_text(debugger, text, path.name), path.name, text)
+    read = untrusted.read_regular(path, MAX_TRANSCRIPT_BYTES, "a transcript")
+    text = _text(path, read.data)
+    parsed = parse_text(debugger, text, path.name)
+    dropped = _bound(parsed)
+    evidence = evidence_from_parsed(parsed, path.name, text)
+    evidence.parsed = evidence.parsed or {}
+    evidence.parsed["input"] = {"bytes": read.size, "bytes_read": len(read.data),
+                                "cut": read.cut, **dropped}
+    return evidence
+
+
+def _bound(parsed: Parsed) -> dict:
+    """Keep at most MAX_THREADS threads and MAX_FRAMES frames of each; the counts dropped."""
+    info = parsed.info
+    threads = info.threads if info is not None else []
+    dropped_threads = max(0, len(threads) - MAX_THREADS)
+    dropped_frames = 0
+    if dropped_threads:
+        del threads[MAX_THREADS:]
+    for thread in threads:
+        for attribute in ("frames", "python_frames"):
+            frames = getattr(thread, attribute)
+            if len(frames) > MAX_FRAMES:
+                dropped_frames += len(frames) - MAX_FRAMES
+                del frames[MAX_FRAMES:]
+    return {"threads_dropped": dropped_threads, "frames_dropped": dropped_frames}
 
 
 def read_text(path: Path) -> str:
-    """The transcript's text; raises BadInput for a missing, unreadable, empty or binary file."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise BadInput(f"cannot read {path}: {error.strerror or error}") from None
+    """The transcript's text (its first MAX_TRANSCRIPT_BYTES); raises BadInput for a missing,
+    unreadable, empty or binary file, or one that is not a regular file."""
+    return _text(Path(path), untrusted.read_regular(path, MAX_TRANSCRIPT_BYTES,
+                                                    "a transcript").data)
+
+
+def _text(path: Path, data: bytes) -> str:
     if not data.strip():
         raise BadInput(f"{path} is empty: not a debugger transcript")
     text = data.decode("utf-8", errors="replace")

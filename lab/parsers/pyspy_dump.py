@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from lab import untrusted
 from lab.evidence import DebuggerInfo, DebugThread, Frame, PythonFrame
 from lab.parsers.transcript import Parsed, clean_lines
 
@@ -41,7 +41,7 @@ def read_pyspy(text: str, transcript: str | None = None) -> Parsed:
     """Everything a py-spy dump holds (the last process, when --subprocesses gave several)."""
     if text.lstrip().startswith("["):
         try:
-            entries = json.loads(text)
+            entries = untrusted.loads(text, "the py-spy dump", clamp=True)
         except ValueError:
             entries = None
         if isinstance(entries, list):

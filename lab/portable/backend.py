@@ -146,6 +146,10 @@ class PortableBackend:
         maps = _call(pid, "memory_maps")
         return sorted({m.path for m in maps if m.path.startswith("/")})
 
+    def thread_group(self, tid: int) -> int:
+        _process(tid)  # raises Gone; psutil's PIDs are processes
+        return tid
+
     def thread_names(self, pid: int) -> dict[int, str]:
         _call(pid, "threads")  # raises Gone
         return {}  # psutil lists thread ids and CPU times only, no names
