@@ -115,6 +115,14 @@ class Backend(Protocol):
         """The files mapped into ``pid`` (its executable and shared libraries), sorted; empty
         where the OS does not show them. Raises Gone, PermissionError."""
 
+    def fd_target(self, pid: int, fd: int) -> str | None:
+        """What descriptor ``fd`` of ``pid`` is (a path, ``pipe:[INODE]``, ``socket:[INODE]``);
+        None where it cannot be read, or the OS does not show it."""
+
+    def holders(self, target: str) -> list[tuple[int, int, str]]:
+        """``(pid, fd, mode)`` of every descriptor open on ``target`` (a ``fd_target``) in
+        the processes this one may read; empty where the OS does not show descriptors."""
+
     def thread_group(self, tid: int) -> int:
         """The process (thread group) that thread ``tid`` belongs to: ``tid`` itself for a
         process's main thread, and where the OS tells threads from processes no other way.

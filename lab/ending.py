@@ -75,9 +75,12 @@ def _why(evidence: Evidence, record: ProcessRecord) -> list[str]:
         told.append(f"lost at the fork: {len(parent.threads_at_fork)} thread(s) of PID "
                     f"{parent.pid} the child does not have: {_safe(', '.join(names))}"
                     + (f" ({_safe('; '.join(libraries[:3]))})" if libraries else ""))
+    if evidence.wait_for_cycle:
+        told.append(f"wait-for cycle: {_safe(evidence.wait_for_cycle['summary'], 400)}")
     waits = _wait_site(evidence, record, (culprit or {}).get("lock"))
     if waits:
-        told.append(f"the child waits {waits}")
+        who = "the child" if parent is not None else f"PID {record.pid}"
+        told.append(f"{who} waits {waits}")
     fix = _fix(evidence)
     if fix:
         told.append(f"fix: {fix}")

@@ -65,6 +65,9 @@ class ProcessRecord:
     # how a deadlock verdict was proven: "procfs-syscalls" (/proc samples, lab.watch.judge) or
     # "debugger-stacks" (the debugger's capture, lab.watch.stackproof: the portable backend)
     proof: str | None = None
+    # what its blocked threads wait for, one entry per distinct wait, and who could end it
+    # (lab.waits_for): kind, object, timeout, ended_by (PIDs), by_threads, tids, note
+    waits_for: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -211,6 +214,9 @@ class Evidence:
     # `lab guard`: each risky fork the fork guard saw (lab.guard.Fork: pid, caller, risks,
     # stopped), in the order they happened
     risky_forks: list[dict[str, Any]] = field(default_factory=list)
+    # a deadlock across processes (lab.watch.waits_for.cycle): members, edges (from, to, kind,
+    # reason), summary
+    wait_for_cycle: dict[str, Any] | None = None
     hook: dict[str, Any] | None = None  # the startup hook in watched Python processes (lab.hook)
     # `lab parse`: what the text was (kind, format) and what it shows beyond the fields above:
     # each thread's wait, the one-snapshot reading of them, the signs of a fork with the

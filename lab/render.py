@@ -410,6 +410,33 @@ def format_debugger(dbg: DebuggerInfo) -> Iterator[str]:
         yield ""
 
 
+def format_waits_for(evidence: Evidence) -> Iterator[str]:
+    """The deadlock across processes, edge by edge, and what each stuck process waits for."""
+    cycle = evidence.wait_for_cycle
+    if cycle:
+        yield "## Deadlock across processes (a wait-for cycle)"
+        yield ""
+        yield ("Every thread of each of these processes waits, with no timeout, for what only "
+               "another of them could do; none has a timer or a handler for a signal from "
+               "outside:")
+        yield ""
+        for edge in cycle.get("edges", []):
+            yield f"- {md.text(edge.get('reason', ''))}"
+        yield ""
+    waiting = [r for r in evidence.processes if r.waits_for and r.verdict not in (None, "ok")]
+    if not waiting:
+        return
+    yield "## What each stuck process waits for, and who could end it"
+    yield ""
+    for record in waiting:
+        for wait in record.waits_for:
+            tids = ", ".join(str(t) for t in wait.get("tids", []))
+            timed = "with a timeout" if wait.get("timeout") else "no timeout"
+            yield (f"- PID {record.pid} (thread {md.text(tids)}): {md.text(wait.get('kind'))}, "
+                   f"{timed}: {md.text(wait.get('note', ''))}")
+    yield ""
+
+
 def format_summary(evidence: Evidence) -> Iterator[str]:
     """Every line of summary.md."""
     blocked = culprit(evidence)
@@ -435,6 +462,7 @@ def format_summary(evidence: Evidence) -> Iterator[str]:
         yield ""
         yield from format_forensics(evidence.forensics)
         yield ""
+    yield from format_waits_for(evidence)
     yield from format_how_to_fix(evidence)
     if evidence.warnings:
         yield "## Warnings the processes raised"

@@ -29,6 +29,7 @@ def format_inspect_summary(evidence: Evidence) -> Iterator[str]:
         yield ""
         yield from render.format_blocking_calls(culprit)
         yield ""
+    yield from render.format_waits_for(evidence)
     if info.get("parent"):
         yield from format_parent(info["parent"])
     if info.get("fork_story"):

@@ -28,9 +28,9 @@ LAB = REPO / "lab"
 # program, the bench measures /proc itself; lab/linux/ is the backend.
 OWN_READS = ("hook", "scenarios", "bench", "linux")
 OPENS_PROC = re.compile(r"""(?:open|listdir|readlink|scandir|Path)\(\s*f?["']/proc""")
-ASKED = ("thread_group", "thread_names", "forking_thread", "executable", "syscall_lines",
-         "dumpable_bytes",
-         "read_memory", "pid_max", "ptrace_scope", "mapped", "trace_refusal")
+ASKED = ("fd_target", "holders", "thread_group", "thread_names", "forking_thread",
+         "executable", "syscall_lines", "dumpable_bytes", "read_memory", "pid_max",
+         "ptrace_scope", "mapped", "trace_refusal")
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 

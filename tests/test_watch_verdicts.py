@@ -98,11 +98,18 @@ def test_timed_futex_waits_forever_are_a_hang_never_a_deadlock(lab):
     assert any("with a timeout" in p["detail"] for p in by_verdict(evidence, "hang"))
 
 
-def test_pipe_wait_is_a_hang_never_a_deadlock(lab):
+def test_pipe_wait_is_a_deadlock_across_processes_with_its_cycle(lab):
+    # The parent waits for its child in waitpid; the child reads a pipe whose only writer is
+    # the parent: neither can ever end the other's wait (no timer, no handler from outside)
     result, evidence = watch(lab, "pipe_wait.py", HANG_TIMEOUT)
-    assert evidence["verdict"] == "hang"
-    assert any("read" in p["detail"] and "not a proven deadlock" in p["detail"]
-               for p in by_verdict(evidence, "hang"))
+    assert evidence["verdict"] == "deadlock", evidence["processes"]
+    cycle = evidence["wait_for_cycle"]
+    parent, child = evidence["processes"][0]["pid"], evidence["processes"][1]["pid"]
+    assert cycle["members"] == sorted([parent, child])
+    kinds = {(edge["from"], edge["to"]): edge["kind"] for edge in cycle["edges"]}
+    assert kinds == {(parent, child): "child-exit", (child, parent): "pipe-read"}
+    assert f"PID {child} reads pipe" in cycle["summary"]
+    assert all(p["proof"] == "wait-for-cycle" for p in by_verdict(evidence, "deadlock"))
 
 
 def test_non_zero_exit_is_an_error(lab):

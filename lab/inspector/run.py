@@ -35,7 +35,7 @@ from lab.progress import Progress
 from lab.session import Observer, RunSession
 from lab.stacks import pyspy
 from lab.verdicts import Verdict, worst
-from lab.watch import capture, judge, stackproof
+from lab.watch import capture, judge, stackproof, waits_for
 
 MAX_STACK_DUMPS = 16  # py-spy reads of one tree: the culprits first, then parents first
 PARENT_DIR = "parent"  # the parent's debugger transcript, beside the culprit's
@@ -142,6 +142,9 @@ class Inspector(Observer):
         self.info["samples"] = sampler.samples
         evidence.processes = sample.judge_all(self.seen, options.window,
                                               self.backend.sees_syscalls)
+        judged = [r for r in evidence.processes if r.verdict is not None]
+        waits_for.annotate(judged, self.backend)
+        evidence.wait_for_cycle = waits_for.prove(judged, self.backend)
         root = self.seen.get(options.pid)
         if root is None or root.gone:
             self.session.pending_error = TargetExited(

@@ -105,6 +105,12 @@ class LinuxBackend(PosixSignals):
             raise Gone(pid) from None
         return sorted(paths)
 
+    def fd_target(self, pid: int, fd: int) -> str | None:
+        return procfs.fd_target(pid, fd)
+
+    def holders(self, target: str) -> list[tuple[int, int, str]]:
+        return procfs.holders(target)
+
     def thread_group(self, tid: int) -> int:
         try:
             return int(procfs.status(tid)["Tgid"])

@@ -335,3 +335,38 @@ def start_ticks(pid: int) -> str | None:
         return _read(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[19].decode()
     except (Gone, OSError, IndexError):
         return None
+
+
+def fd_target(pid: int, fd: int) -> str | None:
+    """What descriptor ``fd`` of ``pid`` is: a path, ``pipe:[INODE]``, ``socket:[INODE]``..."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return None
+
+
+def fd_mode(pid: int, fd: int) -> str | None:
+    """"r", "w" or "rw": how ``fd`` of ``pid`` was opened (fdinfo's flags, O_ACCMODE)."""
+    try:
+        for line in _read(f"/proc/{pid}/fdinfo/{fd}").decode().splitlines():
+            if line.startswith("flags:"):
+                return ("r", "w", "rw", "rw")[int(line.split()[1], 8) & 3]
+    except (Gone, OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def holders(target: str) -> list[tuple[int, int, str]]:
+    """``(pid, fd, mode)`` of every descriptor open on ``target`` (a pipe's or a socket's
+    ``pipe:[INODE]``) in every process this one may read, itself included."""
+    found = []
+    for pid in all_pids():
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone, or another user's
+        for entry in fds:
+            fd = int(entry)
+            if fd_target(pid, fd) == target:
+                found.append((pid, fd, fd_mode(pid, fd) or "?"))
+    return found

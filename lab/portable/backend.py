@@ -146,6 +146,12 @@ class PortableBackend:
         maps = _call(pid, "memory_maps")
         return sorted({m.path for m in maps if m.path.startswith("/")})
 
+    def fd_target(self, pid: int, fd: int) -> str | None:
+        return None  # psutil lists regular files only: no pipes, no sockets by descriptor
+
+    def holders(self, target: str) -> list[tuple[int, int, str]]:
+        return []
+
     def thread_group(self, tid: int) -> int:
         _process(tid)  # raises Gone; psutil's PIDs are processes
         return tid

@@ -26,7 +26,7 @@ from lab.process.tree import POLL_INTERVAL_S, Member
 from lab.session import Observer, RunSession
 from lab.target import Target
 from lab.verdicts import Verdict, worst
-from lab.watch import capture, judge, stackproof
+from lab.watch import capture, judge, stackproof, waits_for
 
 __all__ = ["FAST_S", "POLL_INTERVAL_S", "SLOW_S", "Watcher", "watch"]
 
@@ -220,6 +220,10 @@ class Watcher(Observer):
                                  "proven deadlocked")
         session.apply_findings()
         _exclude_tool_probes(tree.members.values())
+        stuck = [m.record for m in tree.members.values() if not m.finished
+                 and m.record.verdict in (Verdict.DEADLOCK.value, Verdict.HANG.value)]
+        waits_for.annotate(stuck, session.backend)  # before the tree is stopped
+        evidence.wait_for_cycle = waits_for.prove(stuck, session.backend)
         verdicts = [r.verdict for r in tree.records if r.verdict]
         evidence.verdict = worst(verdicts).value if verdicts else Verdict.OK.value
         evidence.detect_s = round(session.verdict_at - session.launched_at, 4)
