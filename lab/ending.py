@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from lab import fixes, locksite
-from lab.evidence import Evidence, ProcessRecord, PythonFrame
+from lab.evidence import Evidence, ProcessRecord
 from lab.progress import shown
 
 MAX_VALUE = 120  # characters of one value from the program (a statement, a thread's name)
@@ -90,7 +90,7 @@ def _why(evidence: Evidence, record: ProcessRecord) -> list[str]:
 def _wait_site(evidence: Evidence, record: ProcessRecord, lock: str | None) -> str | None:
     """``at file:line: statement`` of the child's innermost frame of its own code, else the
     system call its first thread sleeps in."""
-    for frame in _frames(evidence, record.pid):
+    for frame in fixes.python_frames(evidence, record.pid):
         if locksite.is_stdlib(frame.file) or frame.line is None:
             continue
         statement = locksite.line_text(frame.file, frame.line) or ""
@@ -101,22 +101,6 @@ def _wait_site(evidence: Evidence, record: ProcessRecord, lock: str | None) -> s
         if thread.syscall is not None and thread.syscall.name:
             return f"in {thread.syscall.name}() (thread {thread.tid}, from /proc)"
     return None
-
-
-def _frames(evidence: Evidence, pid: int) -> list[PythonFrame]:
-    """The child's Python frames, innermost first: the debugger's, else py-spy's."""
-    frames: list[PythonFrame] = []
-    if evidence.debugger is not None and evidence.debugger.pid == pid:
-        for thread in evidence.debugger.threads:
-            frames += thread.python_frames
-    for entry in evidence.python_stacks:
-        if entry.get("pid") != pid:
-            continue
-        for thread in entry.get("threads") or []:
-            frames += [PythonFrame(file=str(f.get("file")), line=f.get("line"),
-                                   function=str(f.get("function")))
-                       for f in thread.get("python_frames") or []]
-    return frames
 
 
 def _fix(evidence: Evidence) -> str | None:

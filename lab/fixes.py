@@ -119,17 +119,28 @@ def advise(evidence: Evidence, results_dir: Path = RESULTS) -> Advice | None:
     return advice
 
 
+def python_frames(evidence: Evidence, pid: int) -> list[PythonFrame]:
+    """Process ``pid``'s Python frames, each thread innermost first: the debugger's, then
+    py-spy's."""
+    frames: list[PythonFrame] = []
+    if evidence.debugger is not None and evidence.debugger.pid == pid:
+        for thread in evidence.debugger.threads:
+            frames += thread.python_frames
+    for entry in evidence.python_stacks:
+        if entry.get("pid") == pid:
+            for thread in entry.get("threads") or []:
+                frames += [PythonFrame(file=str(f.get("file")), line=f.get("line"),
+                                       function=str(f.get("function")))
+                           for f in thread.get("python_frames") or []]
+    return frames
+
+
 def _child_waits_on(evidence: Evidence, child: ProcessRecord, lock: str) -> Say | None:
     """Where the child's own Python stack (the debugger's, or py-spy's) takes ``lock``."""
     from lab import locksite
 
-    stacks = [t.python_frames for t in (evidence.debugger.threads if evidence.debugger and
-                                        evidence.debugger.pid == child.pid else [])]
-    stacks += [[PythonFrame(file=str(f.get("file")), line=f.get("line"),
-                            function=str(f.get("function"))) for f in t.get("python_frames", [])]
-               for entry in evidence.python_stacks if entry.get("pid") == child.pid
-               for t in entry.get("threads") or []]
-    for frame in (f for frames in stacks for f in frames if not locksite.is_stdlib(f.file)):
+    for frame in (f for f in python_frames(evidence, child.pid)
+                  if not locksite.is_stdlib(f.file)):
         text = locksite.line_text(frame.file, frame.line) or ""
         named = re.search(rf"(?<![\w.]){re.escape(lock)}(?!\w)", text)
         if named and (text.startswith(("with ", "async with ")) or

@@ -69,9 +69,11 @@ def read_regular(path: Path, limit: int, what: str = "a file") -> Read:
 
 
 def json_depth(text: str) -> int:
-    """The deepest nesting of ``[``/``{`` in ``text``, strings skipped (linear, no recursion)."""
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return text.count("[") + text.count("{")  # cannot be deeper: no scan needed
+    """The deepest nesting of ``[``/``{`` in ``text``, strings skipped (linear, no recursion);
+    for a text with no more brackets than MAX_JSON_DEPTH, their count (a bound that suffices)."""
+    opened = text.count("[") + text.count("{")
+    if opened <= MAX_JSON_DEPTH:
+        return opened  # cannot be deeper than the brackets it has: no scan needed
     depth = deepest = 0
     inside = escaped = False
     for char in text:

@@ -75,11 +75,12 @@ def _wait(record: ProcessRecord, thread: ThreadState, backend: Backend,
             return None
         others = sorted(t.tid for t in record.threads if t.tid != thread.tid)
         shared = not call.futex.private
+        private_enders = [] if shared else others
         return {"kind": "futex-shared" if shared else "futex-private",
                 "object": {"address": call.futex.uaddr},
                 "timeout": call.futex.timeout is not None,
-                "ended_by": [] if shared else [pid] if others else [],
-                "by_threads": [] if shared else others,
+                "ended_by": [pid] if private_enders else [],
+                "by_threads": private_enders,
                 "note": ("a futex shared between processes: any process that maps it could "
                          "wake it" if shared else
                          "only a thread of this process can wake it" + (
@@ -245,7 +246,7 @@ def _reason(pid: int, other: int, wait: dict, by_pid: dict) -> str:
         return f"PID {pid} waits for PID {other} to exit"
     if kind in ("pipe-read", "pipe-write"):
         fd = wait["object"].get("fd")
-        holders = [p for p in wait["ended_by"]]
+        holders = wait["ended_by"]
         only = "only " if len(holders) == 1 else ""
         end = "writer" if kind == "pipe-read" else "reader"
         verb = "reads" if kind == "pipe-read" else "writes"
